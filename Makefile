@@ -1,0 +1,29 @@
+# Every target sets itself up: a virtual environment in .venv from the pinned requirements.lock.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/kanlab demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+# Side-by-side benchmarks (minutes); pykan goes into its own environment, never ours.
+bench: $(STAMP)
+	$(PY) benchmarks/bench_layer.py
+	$(PYTHON) -m venv .venv-pykan
+	.venv-pykan/bin/pip install --quiet --disable-pip-version-check -r benchmarks/requirements-pykan.lock
+	.venv-pykan/bin/python benchmarks/bench_pipeline.py --pykan-python .venv-pykan/bin/python
+
+clean:
+	rm -rf $(VENV) .venv-pykan build src/*.egg-info

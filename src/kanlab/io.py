@@ -1,0 +1,103 @@
+"""Save and load models: safetensors tensors with the JSON configuration in the file's metadata.
+
+Files are written to a temporary file beside the target and renamed over it, so an
+interrupted save never leaves a half-written file where an earlier one stood.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+__all__ = ["save", "load", "ModelFileError", "FORMAT_NAME", "FORMAT_VERSION"]
+
+FORMAT_NAME = "kanlab.KAN"
+FORMAT_VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """A file is not a readable kanlab model (corrupt, truncated, foreign or too new)."""
+
+
+def save(model, path) -> None:
+    """Write ``model`` to ``path`` atomically (temporary file, fsync, rename)."""
+    from safetensors.torch import save as to_bytes
+
+    # A custom residual callable is stored by name only; load asks for it again.
+    config = model.config()
+    tensors = {name: value.detach().contiguous().cpu() for name, value in model.state_dict().items()}
+    metadata = {"format": FORMAT_NAME, "version": str(FORMAT_VERSION), "config": json.dumps(config)}
+    payload = to_bytes(tensors, metadata=metadata)
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise FileNotFoundError(f"path: directory {str(directory)!r} does not exist")
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(payload)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def load(path, *, base_fun: Callable | None = None, device=None):
+    """Read a model written by ``save``; ``base_fun`` supplies a custom residual callable."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as from_bytes
+
+    from .model import KAN
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: no model file at {str(path)!r}")
+    data = path.read_bytes()
+    try:
+        metadata = _read_metadata(data)
+        tensors = from_bytes(data)
+    except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelFileError(f"{str(path)!r} is not a readable kanlab model file ({error})") from None
+    if metadata.get("format") != FORMAT_NAME:
+        raise ModelFileError(f"{str(path)!r} is a safetensors file but not a kanlab model (no kanlab metadata)")
+    version = int(metadata.get("version", "0"))
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{str(path)!r} was written by a newer kanlab (format {version}; this one reads up to {FORMAT_VERSION})"
+        )
+    config = json.loads(metadata["config"])
+    dtype = getattr(torch, config.pop("dtype"))
+    if config["base_fun"].startswith("custom:"):
+        if base_fun is None:
+            raise ValueError(
+                f"base_fun: the model in {str(path)!r} used a custom residual function "
+                f"({config['base_fun'][7:]}); pass it as KAN.load(path, base_fun=...)"
+            )
+        config["base_fun"] = base_fun
+    model = KAN(**config, dtype=dtype)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as error:
+        raise ModelFileError(f"{str(path)!r} does not match its own configuration ({error})") from None
+    return model.to(device) if device is not None else model
+
+
+def _read_metadata(data: bytes) -> dict:
+    """The ``__metadata__`` map of a safetensors byte string (validated by the caller's load)."""
+    if len(data) < 8:
+        raise ValueError("file too short for a safetensors header")
+    size = int.from_bytes(data[:8], "little")
+    if size > len(data) - 8:
+        raise ValueError("header runs past the end of the file (truncated?)")
+    header = json.loads(data[8 : 8 + size].decode("utf-8"))
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    return header.get("__metadata__") or {}

@@ -1,0 +1,293 @@
+"""KANLinear: one KAN layer as a drop-in for ``nn.Linear``.
+
+Edge ``i -> j`` computes ``phi_ji(x_i) = mask_ji * (scale_base_ji * b(x_i) + scale_sp_ji * spline_ji(x_i))``
+and output ``j`` is ``sum_i phi_ji(x_i)`` (plus an optional bias). Parameters use the
+``nn.Linear`` layout, output first: ``coef`` is ``(out, in, G + k)``, ``scale_base``,
+``scale_sp`` and the ``mask`` buffer are ``(out, in)``; ``grid`` is an ``(in, G + 2k + 1)``
+buffer of knots, one knot vector per input.
+
+Inputs outside an input's knot span get a zero spline part: there the edge is
+``scale_base * b(x)`` alone. ``update_grid`` moves the knots to cover the samples it is given.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from . import splines
+
+__all__ = ["KANLinear", "KANLayer", "resolve_base_fun", "BASE_FUNCTIONS"]
+
+
+def _zero(x: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(x)
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+BASE_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "silu": F.silu,
+    "identity": _identity,
+    "zero": _zero,
+    "tanh": torch.tanh,
+    "gelu": F.gelu,
+}
+_BASE_ALIASES = {"linear": "identity", "x": "identity", "none": "zero"}
+
+
+def resolve_base_fun(base_fun: str | Callable | None) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """Name and callable of a residual function: a known name, ``None`` (zero) or any callable."""
+    if base_fun is None:
+        return "zero", _zero
+    if isinstance(base_fun, str):
+        name = _BASE_ALIASES.get(base_fun.lower(), base_fun.lower())
+        if name not in BASE_FUNCTIONS:
+            raise ValueError(
+                f"base_fun must be one of {sorted(BASE_FUNCTIONS)} or a callable, got {base_fun!r}"
+            )
+        return name, BASE_FUNCTIONS[name]
+    if callable(base_fun):
+        return "custom:" + getattr(base_fun, "__name__", type(base_fun).__name__), base_fun
+    raise TypeError(f"base_fun must be a name, None or a callable, got {type(base_fun).__name__}")
+
+
+def _check_count(value: int, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+class KANLinear(nn.Module):
+    """A KAN layer mapping ``(*, in_features)`` to ``(*, out_features)``.
+
+    Args mirror ``nn.Linear`` (``in_features``, ``out_features``, ``bias``, ``device``,
+    ``dtype``) plus the spline's ``grid`` (intervals G), ``k`` (degree), ``grid_range``,
+    ``grid_eps`` (uniform share of adaptive grids), ``base_fun`` (residual function: ``"silu"``,
+    ``"identity"``, ``"zero"``, ``"tanh"``, ``"gelu"`` or a callable) and the paper's
+    initialisation: spline coefficients uniform in ``±noise_scale / (2G)``, ``scale_base`` =
+    ``(scale_base_mu + scale_base_sigma * U(-1, 1)) / sqrt(in)``, ``scale_sp`` =
+    ``scale_sp / sqrt(in)``. ``sb_trainable`` / ``sp_trainable`` freeze the scales.
+    ``bias`` defaults to False: a KAN node is a plain sum of its edges.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        grid: int = 5,
+        k: int = 3,
+        *,
+        grid_range: Sequence[float] = (-1.0, 1.0),
+        grid_eps: float = 0.02,
+        base_fun: str | Callable | None = "silu",
+        noise_scale: float = 0.5,
+        scale_base_mu: float = 0.0,
+        scale_base_sigma: float = 1.0,
+        scale_sp: float = 1.0,
+        sb_trainable: bool = True,
+        sp_trainable: bool = True,
+        bias: bool = False,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features = _check_count(in_features, "in_features")
+        self.out_features = _check_count(out_features, "out_features")
+        self.grid_size = _check_count(grid, "grid")
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k (spline degree) must be an integer >= 1, got {k!r}")
+        self.k = k
+        if not 0.0 <= float(grid_eps) <= 1.0:
+            raise ValueError(f"grid_eps must lie in [0, 1], got {grid_eps!r}")
+        self.grid_eps = float(grid_eps)
+        self.base_fun_name, self.base_fun = resolve_base_fun(base_fun)
+        self.noise_scale = float(noise_scale)
+        self.scale_base_mu = float(scale_base_mu)
+        self.scale_base_sigma = float(scale_base_sigma)
+        self.scale_sp_init = float(scale_sp)
+        factory = {"device": device, "dtype": dtype or torch.get_default_dtype()}
+        n_basis = grid + k
+        self.register_buffer("grid", splines.uniform_knots(in_features, grid, k, grid_range, **factory))
+        self.register_buffer("mask", torch.ones(out_features, in_features, **factory))
+        self.coef = nn.Parameter(torch.empty(out_features, in_features, n_basis, **factory))
+        self.scale_base = nn.Parameter(torch.empty(out_features, in_features, **factory), requires_grad=sb_trainable)
+        self.scale_sp = nn.Parameter(torch.empty(out_features, in_features, **factory), requires_grad=sp_trainable)
+        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
+        self.reset_parameters(generator)
+
+    # ------------------------------------------------------------------ set-up
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Draw the paper's initialisation; ``generator`` (CPU) makes it reproducible."""
+
+        def uniform(*shape: int) -> torch.Tensor:
+            draw = torch.rand(*shape, generator=generator, dtype=torch.float64)
+            return draw.to(device=self.coef.device, dtype=self.coef.dtype)
+
+        root = math.sqrt(self.in_features)
+        with torch.no_grad():
+            self.coef.copy_((uniform(*self.coef.shape) - 0.5) * self.noise_scale / self.grid_size)
+            spread = self.scale_base_sigma * (2 * uniform(*self.scale_base.shape) - 1)
+            self.scale_base.copy_((self.scale_base_mu + spread) / root)
+            self.scale_sp.fill_(self.scale_sp_init / root)
+            if self.bias is not None:
+                self.bias.zero_()
+
+    def extra_repr(self) -> str:
+        text = (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"grid={self.grid_size}, k={self.k}, base_fun={self.base_fun_name}"
+        )
+        return text + f", bias={self.bias is not None}"
+
+    @property
+    def n_basis(self) -> int:
+        """Basis functions per input, ``G + k``."""
+        return self.grid_size + self.k
+
+    def config(self) -> dict:
+        """The constructor arguments that rebuild this layer's shape and initialisation."""
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "grid": self.grid_size,
+            "k": self.k,
+            "grid_eps": self.grid_eps,
+            "base_fun": self.base_fun_name,
+            "noise_scale": self.noise_scale,
+            "scale_base_mu": self.scale_base_mu,
+            "scale_base_sigma": self.scale_base_sigma,
+            "scale_sp": self.scale_sp_init,
+            "sb_trainable": self.scale_base.requires_grad,
+            "sp_trainable": self.scale_sp.requires_grad,
+            "bias": self.bias is not None,
+        }
+
+    # ------------------------------------------------------------------ maths
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"x must have {self.in_features} features in its last dimension, got shape {tuple(x.shape)}"
+            )
+        if x.dtype != self.coef.dtype:
+            raise TypeError(f"x has dtype {x.dtype} but the layer has {self.coef.dtype}; convert one of them")
+        if x.device != self.coef.device:
+            raise ValueError(f"x is on {x.device} but the layer is on {self.coef.device}; move one of them")
+
+    def _weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Effective residual weights ``(out, in)`` and spline weights ``(out, in * (G + k))``."""
+        base_weight = self.mask * self.scale_base
+        spline_weight = (self.mask * self.scale_sp).unsqueeze(-1) * self.coef
+        return base_weight, spline_weight.reshape(self.out_features, -1)
+
+    def basis(self, x: torch.Tensor) -> torch.Tensor:
+        """B-spline bases ``(*, in, G + k)`` of this layer's knots at ``x`` ``(*, in)``."""
+        return splines.bspline_basis(x, self.grid, self.k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        lead = x.shape[:-1]
+        flat = x.reshape(-1, self.in_features)
+        base_weight, spline_weight = self._weights()
+        bases = self.basis(flat).reshape(flat.shape[0], -1)
+        out = F.linear(bases, spline_weight, self.bias)
+        if self.base_fun_name != "zero":
+            out = out + F.linear(self.base_fun(flat), base_weight)
+        return out.reshape(*lead, self.out_features)
+
+    def edge_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-edge values ``phi_ji(x_i)`` as ``(batch, out, in)``, for inspection and plots."""
+        self._check_input(x)
+        if x.dim() != 2:
+            raise ValueError(f"x must be 2-D (batch, in), got shape {tuple(x.shape)}")
+        spline = splines.spline_values(x, self.grid, self.coef, self.k)
+        residual = self.base_fun(x).unsqueeze(1)
+        return self.mask * (self.scale_base * residual + self.scale_sp * spline)
+
+    def edge_mean_abs(self, x: torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
+        """Per-edge ``mean_batch |phi_ji(x_i)|`` ``(out, in)``, the paper's edge L1 norm.
+
+        Computed over batch chunks, each under activation checkpointing when gradients are
+        needed, so no ``(batch, out, in)`` tensor is kept alive until the backward pass.
+        """
+        total = x.new_zeros(self.out_features, self.in_features)
+        needs_graph = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        for chunk in torch.split(x, chunk_size):
+            if needs_graph:
+                part = checkpoint(self._chunk_abs_sum, chunk, use_reentrant=False)
+            else:
+                part = self._chunk_abs_sum(chunk)
+            total = total + part
+        return total / x.shape[0]
+
+    def _chunk_abs_sum(self, chunk: torch.Tensor) -> torch.Tensor:
+        return self.edge_activations(chunk).abs().sum(0)
+
+    # ------------------------------------------------------------------ grids
+    @torch.no_grad()
+    def update_grid(self, x: torch.Tensor) -> None:
+        """Move the knots to the samples ``x`` ``(batch, in)`` and refit, keeping each edge's function.
+
+        Knots become ``grid_eps * uniform + (1 - grid_eps) * quantiles`` of each input's
+        samples, so the grid covers them all; the coefficients are refit by least squares to
+        the spline's old values on the samples (and evenly between them), so every edge
+        computes (nearly) the same function there as before. Samples that lay outside the old
+        knot span had a zero spline part, and keep it.
+        """
+        self._check_input(x)
+        new_knots = splines.knots_from_samples(x.reshape(-1, self.in_features), self.grid_size, self.k, self.grid_eps)
+        self._move_knots(new_knots, x.reshape(-1, self.in_features))
+
+    @torch.no_grad()
+    def refined(self, grid: int, x: torch.Tensor | None = None) -> "KANLinear":
+        """A copy with ``grid`` intervals whose edges compute the same functions.
+
+        When ``grid`` is a multiple of the current one and the samples lie within the finer
+        knots, every interval is split evenly (knot insertion), so each edge is kept exactly on
+        the grid's interior range. Otherwise the new knots adapt to the samples ``x`` (as
+        ``update_grid``) or, without samples, are uniform over each input's current interior
+        range. Coefficients are fit by least squares on ``x`` and evenly spaced points.
+        """
+        _check_count(grid, "grid")
+        flat = None
+        if x is not None:
+            self._check_input(x)
+            flat = x.reshape(-1, self.in_features)
+        new_knots = self._finer_knots(grid, flat)
+        new = copy.deepcopy(self)
+        new.grid_size = grid
+        new.coef = nn.Parameter(
+            splines.refit_spline(self.grid, self.coef, self.k, new_knots, flat),
+            requires_grad=self.coef.requires_grad,
+        )
+        new.grid = new_knots
+        return new
+
+    def _finer_knots(self, grid: int, samples: torch.Tensor | None) -> torch.Tensor:
+        if grid % self.grid_size == 0:
+            inserted = splines.subdivide_knots(self.grid, self.k, grid // self.grid_size)
+            if samples is None or not ((samples < inserted[:, 0]) | (samples >= inserted[:, -1])).any():
+                return inserted
+        if samples is not None:
+            return splines.knots_from_samples(samples, grid, self.k, self.grid_eps)
+        low, high = splines.knot_span(self.grid, self.k)
+        return splines.knots_between(low, high, grid, self.k)
+
+    def _move_knots(self, new_knots: torch.Tensor, samples: torch.Tensor) -> None:
+        new_coef = splines.refit_spline(self.grid, self.coef, self.k, new_knots, samples)
+        self.grid.copy_(new_knots)
+        self.coef.copy_(new_coef)
+
+
+KANLayer = KANLinear

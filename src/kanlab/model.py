@@ -1,0 +1,300 @@
+"""KAN: a stack of KAN layers, with KAN 2.0 multiplication nodes, as an ``nn.Module``.
+
+``width`` lists the nodes per layer. An entry is an int (sum nodes) or ``[n_sum, n_mult]``:
+``[2, [5, 2], 1]`` has 5 sum nodes and 2 multiplication nodes in the hidden layer. A
+multiplication node of arity ``a`` takes ``a`` consecutive outputs ("subnodes") of the layer
+below and returns their product, so the layer feeding a ``[n_sum, n_mult]`` entry has
+``n_sum + sum(arities)`` outputs.
+
+Operations that read or rewrite a trained model (training, grid extension, save / load)
+live in their own modules; the methods here with pykan's names are thin calls into them.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from .layer import KANLinear, resolve_base_fun
+
+__all__ = ["KAN", "parse_width"]
+
+#: How many training inputs a model keeps (``sample_input``) for grid changes and scores.
+SAMPLE_LIMIT = 4096
+
+
+def parse_width(width: Sequence) -> list[list[int]]:
+    """Normalise a width list to ``[[n_sum, n_mult], ...]``, with a clear error for bad input."""
+    if not isinstance(width, (list, tuple)) or len(width) < 2:
+        raise ValueError(f"width must be a list of at least 2 layer sizes, e.g. [2, 5, 1]; got {width!r}")
+    parsed = []
+    for position, entry in enumerate(width):
+        if isinstance(entry, int) and not isinstance(entry, bool):
+            pair = [entry, 0]
+        elif (
+            isinstance(entry, (list, tuple))
+            and len(entry) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in entry)
+        ):
+            pair = [int(entry[0]), int(entry[1])]
+        else:
+            raise ValueError(f"width[{position}] must be an int or [n_sum, n_mult], got {entry!r}")
+        if pair[0] < 0 or pair[1] < 0 or sum(pair) < 1:
+            raise ValueError(f"width[{position}] must have at least one node and no negative counts, got {entry!r}")
+        parsed.append(pair)
+    if parsed[0][1]:
+        raise ValueError(f"width[0] is the input layer and cannot have multiplication nodes, got {width[0]!r}")
+    return parsed
+
+
+def _parse_arity(mult_arity: int | Sequence, width: list[list[int]]) -> list[list[int]]:
+    """Arity of every multiplication node, per layer: an int for all, or one list per layer."""
+    if isinstance(mult_arity, int) and not isinstance(mult_arity, bool):
+        if mult_arity < 2:
+            raise ValueError(f"mult_arity must be >= 2, got {mult_arity!r}")
+        return [[mult_arity] * n_mult for _, n_mult in width]
+    if not isinstance(mult_arity, (list, tuple)) or len(mult_arity) != len(width):
+        raise ValueError(
+            f"mult_arity must be an int or a list with one entry per layer ({len(width)}), got {mult_arity!r}"
+        )
+    arities = []
+    for position, (entry, (_, n_mult)) in enumerate(zip(mult_arity, width)):
+        row = [entry] * n_mult if isinstance(entry, int) else list(entry)
+        if len(row) != n_mult or any(not isinstance(a, int) or a < 2 for a in row):
+            raise ValueError(
+                f"mult_arity[{position}] must give {n_mult} arities >= 2 (one per multiplication node), got {entry!r}"
+            )
+        arities.append(row)
+    return arities
+
+
+class KAN(nn.Module):
+    """A Kolmogorov-Arnold Network: ``KAN(width=[2, 5, 1], grid=5, k=3, seed=0)``.
+
+    Maps ``(batch, width[0])`` to ``(batch, width[-1])``. ``seed`` drives a private
+    ``torch.Generator``: building a model never touches the global random state, and the
+    same seed gives the same parameters. The remaining arguments are passed to every
+    ``KANLinear`` (see there). ``dtype`` / ``device`` are the usual factory arguments.
+    """
+
+    def __init__(
+        self,
+        width: Sequence,
+        grid: int = 5,
+        k: int = 3,
+        *,
+        mult_arity: int | Sequence = 2,
+        seed: int = 0,
+        grid_range: Sequence[float] = (-1.0, 1.0),
+        grid_eps: float = 0.02,
+        base_fun: str | Callable | None = "silu",
+        noise_scale: float = 0.5,
+        scale_base_mu: float = 0.0,
+        scale_base_sigma: float = 1.0,
+        scale_sp: float = 1.0,
+        sb_trainable: bool = True,
+        sp_trainable: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.width = parse_width(width)
+        self.mult_arity = _parse_arity(mult_arity, self.width)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ValueError(f"seed must be an int, got {seed!r}")
+        self.seed = seed
+        self.grid = grid
+        self.k = k
+        self.grid_range = tuple(float(v) for v in grid_range)
+        self._layer_options = {
+            "grid": grid,
+            "k": k,
+            "grid_range": self.grid_range,
+            "grid_eps": grid_eps,
+            "base_fun": base_fun,
+            "noise_scale": noise_scale,
+            "scale_base_mu": scale_base_mu,
+            "scale_base_sigma": scale_base_sigma,
+            "scale_sp": scale_sp,
+            "sb_trainable": sb_trainable,
+            "sp_trainable": sp_trainable,
+        }
+        generator = torch.Generator().manual_seed(seed)
+        self.layers = nn.ModuleList(
+            KANLinear(
+                sum(self.width[l]),
+                self.width[l + 1][0] + sum(self.mult_arity[l + 1]),
+                generator=generator,
+                device=device,
+                dtype=dtype,
+                **self._layer_options,
+            )
+            for l in range(len(self.width) - 1)
+        )
+        self.register_buffer("sample_input", None)
+
+    # ------------------------------------------------------------------ description
+    @property
+    def depth(self) -> int:
+        """Number of layers L."""
+        return len(self.layers)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.layers[0].coef.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.layers[0].coef.device
+
+    @property
+    def width_in(self) -> list[int]:
+        """Nodes per layer (sum + multiplication)."""
+        return [sum(pair) for pair in self.width]
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments; ``KAN(**config)`` rebuilds the architecture."""
+        options = dict(self._layer_options)
+        name, _ = resolve_base_fun(options["base_fun"])
+        options["base_fun"] = name
+        options["grid_range"] = list(self.grid_range)
+        options["grid"] = self.grid
+        return {
+            "width": [list(pair) for pair in self.width],
+            "mult_arity": [list(row) for row in self.mult_arity],
+            "seed": self.seed,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            **options,
+        }
+
+    def extra_repr(self) -> str:
+        width = [w[0] if not w[1] else list(w) for w in self.width]
+        return f"width={width}, grid={self.grid}, k={self.k}"
+
+    # ------------------------------------------------------------------ forward
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 2:
+            raise ValueError(f"x must be 2-D (batch, {self.width_in[0]}), got shape {tuple(x.shape)}")
+
+    def _combine(self, y: torch.Tensor, l: int) -> torch.Tensor:
+        """Turn the subnode outputs feeding layer ``l`` into its node values (products for mult nodes)."""
+        n_sum, n_mult = self.width[l]
+        if not n_mult:
+            return y
+        arities = self.mult_arity[l]
+        if len(set(arities)) == 1:
+            products = y[:, n_sum:].reshape(y.shape[0], n_mult, arities[0]).prod(-1)
+        else:
+            starts = [n_sum + sum(arities[:m]) for m in range(n_mult)]
+            products = torch.stack([y[:, s : s + a].prod(-1) for s, a in zip(starts, arities)], dim=1)
+        return torch.cat([y[:, :n_sum], products], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        for l, layer in enumerate(self.layers):
+            x = self._combine(layer(x), l + 1)
+        return x
+
+    def forward_with_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Output and the input of every layer ``[(batch, width_in[l]) for l in range(L)]``."""
+        self._check_input(x)
+        inputs = []
+        for l, layer in enumerate(self.layers):
+            inputs.append(x)
+            x = self._combine(layer(x), l + 1)
+        return x, inputs
+
+    def layer_inputs(self, x: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Inputs of every layer on ``x`` (default: the kept training sample), without gradients."""
+        x = self._sample_or(x)
+        with torch.no_grad():
+            return self.forward_with_inputs(x)[1]
+
+    def edge_activations(self, x: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Per layer, the per-edge values ``(batch, out, in)`` on ``x`` (default: kept sample)."""
+        inputs = self.layer_inputs(x)
+        with torch.no_grad():
+            return [layer.edge_activations(h) for layer, h in zip(self.layers, inputs)]
+
+    def _sample_or(self, x: torch.Tensor | None) -> torch.Tensor:
+        if x is not None:
+            return x
+        if self.sample_input is None:
+            raise ValueError("no samples: pass x, or fit the model first (it keeps a sample of its training inputs)")
+        return self.sample_input
+
+    def remember_inputs(self, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Keep up to ``SAMPLE_LIMIT`` rows of ``x`` (a random subset if more) as ``sample_input``."""
+        x = x.detach()
+        if x.shape[0] > SAMPLE_LIMIT:
+            rows = torch.randperm(x.shape[0], generator=generator)[:SAMPLE_LIMIT].sort().values
+            x = x[rows.to(x.device)]
+        self.sample_input = x.clone()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # sample_input has a data-dependent shape: adopt whatever the checkpoint holds.
+        key = prefix + "sample_input"
+        if key in state_dict:
+            self.sample_input = state_dict[key].detach().clone().to(self.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ------------------------------------------------------------------ grids
+    @torch.no_grad()
+    def update_grid(self, x: torch.Tensor | None = None) -> None:
+        """Adapt every layer's knots to the inputs it sees on ``x`` (default: kept sample), in place.
+
+        Layers are updated first to last, each from its inputs under the already updated
+        layers before it; each layer keeps its function on those inputs (least squares).
+        """
+        x = self._sample_or(x)
+        self._check_input(x)
+        for l, layer in enumerate(self.layers):
+            layer.update_grid(x)
+            x = self._combine(layer(x), l + 1)
+
+    update_grid_from_samples = update_grid
+
+    @torch.no_grad()
+    def refine(self, new_grid: int, x: torch.Tensor | None = None) -> "KAN":
+        """Grid extension: a new model with ``new_grid`` intervals computing the same function.
+
+        Each layer is fit by least squares to the old layer on its inputs from ``x`` (default:
+        the kept training sample; with neither, evenly spaced points over the current knots).
+        """
+        if x is None:
+            x = self.sample_input
+        new = copy.deepcopy(self)
+        inputs = self.layer_inputs(x) if x is not None else [None] * self.depth
+        for l, h in enumerate(inputs):
+            new.layers[l] = self.layers[l].refined(new_grid, h)
+        new.grid = new_grid
+        new._layer_options["grid"] = new_grid
+        return new
+
+    # ------------------------------------------------------------------ operations
+    def fit(self, dataset, **options) -> dict:
+        """Train in place; see ``kanlab.train.fit`` for the options. Returns the history."""
+        from .train import fit
+
+        return fit(self, dataset, **options)
+
+    def save(self, path) -> None:
+        """Write the model to ``path`` (safetensors + JSON config), atomically."""
+        from .io import save
+
+        save(self, path)
+
+    @classmethod
+    def load(cls, path, *, base_fun: Callable | None = None) -> "KAN":
+        """Read a model written by ``save``. Pass ``base_fun`` if it was a custom callable."""
+        from .io import load
+
+        return load(path, base_fun=base_fun)
+
+    def copy(self) -> "KAN":
+        return copy.deepcopy(self)

@@ -1,0 +1,15 @@
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _fixed_threads():
+    """Tests run with the machine's threads; nothing here depends on the global RNG."""
+    yield
+
+
+def random_knots(n_inputs: int, n_knots: int, generator: torch.Generator) -> torch.Tensor:
+    """Strictly increasing random knot vectors ``(n_inputs, n_knots)`` in float64."""
+    gaps = torch.rand(n_inputs, n_knots - 1, generator=generator, dtype=torch.float64) + 0.05
+    start = torch.rand(n_inputs, 1, generator=generator, dtype=torch.float64) * 2 - 3
+    return torch.cat([start, start + gaps.cumsum(1)], dim=1)

@@ -1,0 +1,160 @@
+"""fit: data forms, history, regulariser, grid schedule, reproducibility, divergence, accuracy."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from kanlab import KAN, create_dataset, fit, paper_function, regularization
+
+
+@pytest.fixture(scope="module")
+def data64():
+    function, n_var = paper_function("exp_sin")
+    return create_dataset(function, n_var=n_var, train_num=200, test_num=100, dtype=torch.float64)
+
+
+def test_fit_dict_returns_history_and_improves(data64):
+    model = KAN([2, 3, 1], grid=5, dtype=torch.float64)
+    history = model.fit(data64, steps=6, progress=False)
+    assert history["step"] == [1, 2, 3, 4, 5, 6]
+    assert history["train_rmse"] is history["train_loss"] and len(history["test_loss"]) == 6
+    assert history["test_loss"][-1] < 0.2 and history["stopped"] is None
+    assert model.sample_input.shape == (200, 2)
+
+
+def test_fit_accepts_arrays_pairs_and_dataloaders(data64):
+    x, y = data64["train_input"].numpy(), data64["train_label"].numpy()[:, 0]
+    model = KAN([2, 3, 1], dtype=torch.float64)
+    history = model.fit((x, y), opt="Adam", lr=1e-2, steps=3, progress=False, test=(x, y))
+    assert math.isfinite(history["test_loss"][-1])
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(data64["train_input"], data64["train_label"]), batch_size=50
+    )
+    history = model.fit(loader, opt="Adam", lr=1e-2, steps=5, progress=False, log=5)
+    assert history["step"] == [5] and math.isnan(history["test_loss"][0])
+
+
+def test_adam_minibatches_and_metrics(data64):
+    model = KAN([2, 3, 1], dtype=torch.float64)
+    mae = {"mae": lambda pred, label: (pred - label).abs().mean().item()}
+    history = model.fit(data64, opt="Adam", lr=0.02, batch=32, steps=40, log=10, metrics=mae, progress=False)
+    assert history["step"] == [10, 20, 30, 40] and len(history["test_mae"]) == 4
+    assert history["train_loss"][-1] < history["train_loss"][0]
+
+
+def test_same_seed_is_bit_identical(data64):
+    results = []
+    for _ in range(2):
+        model = KAN([2, 3, 1], seed=1, dtype=torch.float64)
+        history = model.fit(data64, steps=4, lamb=1e-3, progress=False)
+        results.append((history["train_loss"], [p.clone() for p in model.parameters()]))
+    assert results[0][0] == results[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
+
+
+def test_regularization_equals_the_explicit_formula(data64):
+    model = KAN([2, 3, 2], dtype=torch.float64)
+    x = data64["train_input"]
+    _, inputs = model.forward_with_inputs(x)
+    value = regularization(model, inputs, lamb_l1=1.0, lamb_entropy=2.0, lamb_coef=0.5, lamb_coefdiff=0.25)
+    expected = 0.0
+    for layer, h in zip(model.layers, inputs):
+        norms = layer.edge_activations(h).abs().mean(0).detach().numpy()
+        share = norms / norms.sum()
+        coef = layer.coef.detach().numpy()
+        expected += norms.sum() - 2.0 * (share * np.log(share)).sum()
+        expected += 0.5 * np.abs(coef).mean() + 0.25 * np.abs(np.diff(coef, axis=-1)).mean()
+    assert value.item() == pytest.approx(expected, rel=1e-10)
+
+
+def test_sparsification_shrinks_edges(data64):
+    plain = KAN([2, 5, 1], dtype=torch.float64)
+    sparse = KAN([2, 5, 1], dtype=torch.float64)
+    plain.fit(data64, steps=15, progress=False)
+    sparse.fit(data64, steps=15, lamb=1e-2, progress=False)
+    norm = lambda m: sum(layer.edge_mean_abs(h).sum() for layer, h in zip(m.layers, m.layer_inputs()))
+    assert norm(sparse) < 0.7 * norm(plain)
+
+
+def test_grid_update_schedule(data64, monkeypatch):
+    calls = []
+    model = KAN([2, 2, 1], dtype=torch.float64)
+    original = KAN.update_grid
+    monkeypatch.setattr(KAN, "update_grid", lambda self, x=None: calls.append(1) or original(self, x))
+    model.fit(data64, steps=12, grid_update_num=5, stop_grid_update_step=10, progress=False)
+    assert len(calls) == 5  # steps 0, 2, 4, 6, 8
+    calls.clear()
+    model.fit(data64, steps=12, update_grid=False, progress=False)
+    assert not calls
+
+
+def test_divergence_restores_the_best_state(data64, caplog):
+    model = KAN([2, 3, 1], dtype=torch.float64)
+    poisoned = {"count": 0}
+
+    def loss_fn(pred, label):
+        poisoned["count"] += 1
+        loss = torch.mean((pred - label) ** 2)
+        return loss * float("nan") if poisoned["count"] > 30 else loss
+
+    with caplog.at_level("WARNING", logger="kanlab"):
+        history = model.fit(data64, opt="Adam", lr=1e-2, steps=50, loss_fn=loss_fn, progress=False)
+    assert history["stopped"] == "diverged" and "diverged" in caplog.text
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    best = min(history["objective"][:-1])
+    with torch.no_grad():
+        now = torch.mean((model(data64["train_input"]) - data64["train_label"]) ** 2).item()
+    assert now == pytest.approx(best, rel=1e-12)
+
+
+def test_interrupt_leaves_the_best_state(data64):
+    model = KAN([2, 3, 1], dtype=torch.float64)
+
+    def interrupt(step, model_, history):
+        if step == 4:
+            with torch.no_grad():  # a half-finished update
+                model_.layers[0].coef.fill_(1e6)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(data64, opt="Adam", lr=1e-2, steps=10, callbacks=[interrupt], progress=False)
+    assert model.layers[0].coef.abs().max() < 1e3
+
+
+def test_callback_can_stop_training(data64):
+    model = KAN([2, 3, 1], dtype=torch.float64)
+    history = model.fit(data64, steps=10, callbacks=[lambda step, m, h: step == 3], progress=False)
+    assert history["step"] == [1, 2, 3] and history["stopped"] == "callback"
+
+
+@pytest.mark.parametrize(
+    "dataset, options, error, message",
+    [
+        ({"train_input": torch.zeros(0, 2, dtype=torch.float64), "train_label": torch.zeros(0, 1, dtype=torch.float64)}, {}, ValueError, "empty"),
+        ({"train_input": torch.full((3, 2), float("nan"), dtype=torch.float64), "train_label": torch.zeros(3, 1, dtype=torch.float64)}, {}, ValueError, "NaN"),
+        ({"train_input": torch.zeros(3, 3, dtype=torch.float64), "train_label": torch.zeros(3, 1, dtype=torch.float64)}, {}, ValueError, "train_input must be 2-D \\(N, 2\\)"),
+        ({"train_input": torch.zeros(3, 2), "train_label": torch.zeros(3, 1)}, {}, TypeError, "dtype"),
+        ({"train_input": torch.zeros(3, 2, dtype=torch.float64)}, {}, ValueError, "missing"),
+        ({"train_input": torch.zeros(3, 2, dtype=torch.float64), "train_label": torch.zeros(4, 1, dtype=torch.float64)}, {}, ValueError, "rows"),
+        ("data.csv", {}, TypeError, "dataset must be"),
+        ((np.zeros((3, 2)), np.zeros(3)), {"opt": "SGD"}, ValueError, "opt"),
+        ((np.zeros((3, 2)), np.zeros(3)), {"batch": 0}, ValueError, "batch"),
+    ],
+)
+def test_bad_training_input(dataset, options, error, message):
+    with pytest.raises(error, match=message):
+        fit(KAN([2, 2, 1], dtype=torch.float64), dataset, steps=1, progress=False, **options)
+
+
+def test_grid_extension_accuracy_matches_the_paper():
+    """KAN([2, 1, 1]) on exp(sin(pi x) + y^2), 50 LBFGS steps per grid (pykan logs 6.8e-3, 3.6e-4, 4.0e-5, 8.2e-6)."""
+    function, n_var = paper_function("exp_sin")
+    data = create_dataset(function, n_var=n_var, train_num=1000, test_num=1000, dtype=torch.float64, seed=0)
+    targets = {5: 1e-2, 10: 5e-4, 20: 6e-5, 50: 2e-5}
+    model, reached = None, {}
+    for grid in targets:
+        model = KAN([2, 1, 1], grid=grid, seed=0, dtype=torch.float64) if model is None else model.refine(grid)
+        reached[grid] = model.fit(data, steps=50, progress=False)["test_loss"][-1]
+    assert all(reached[grid] <= target for grid, target in targets.items()), reached
