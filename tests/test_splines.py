@@ -176,3 +176,66 @@ def test_subdivide_knots_keeps_old_knots_and_splines_exactly(factor):
     torch.testing.assert_close(
         splines.spline_values(x, fine, new_coef, 3), splines.spline_values(x, knots, coef, 3), rtol=0, atol=1e-10
     )
+
+
+def _fast_cases():
+    generator = torch.Generator().manual_seed(11)
+    for k in (1, 2, 3, 4, 5):
+        uniform = splines.uniform_knots(3, 6, k, grid_range=(-1, 1), dtype=torch.float64)
+        adapted = splines.knots_from_samples(torch.rand(200, 3, generator=generator, dtype=torch.float64) ** 2, 6, k, 0.02)
+        yield k, uniform, True
+        yield k, uniform, False
+        yield k, adapted, False
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-12), (torch.float32, 1e-6)])
+def test_fast_paths_equal_the_reference_values_and_derivatives(dtype, tolerance):
+    """Local (general and closed-form uniform) bases vs Cox-de Boor: values, first and second
+    derivatives, on points inside, at the ends of and far outside the knots. Relative
+    difference in norm below ``tolerance`` (second derivatives 100x), and every value within
+    20 ulps of 1."""
+    generator = torch.Generator().manual_seed(12)
+    for k, knots, uniform in _fast_cases():
+        knots = knots.to(dtype)
+        assert not uniform or splines.is_uniform(knots)
+        x = (torch.rand(300, 3, generator=generator, dtype=torch.float64) * 8 - 4).to(dtype)
+        x[:5] = knots[:, 0]
+        x[5:10] = knots[:, -1]
+        x.requires_grad_()
+        fast = splines.bspline_basis(x, knots, k, uniform=uniform)
+        reference = splines.bspline_basis_reference(x, knots, k)
+        assert _relative(fast, reference) < tolerance, (k, uniform)
+        assert (fast - reference).abs().max().item() < 20 * torch.finfo(dtype).eps, (k, uniform)
+        weights = torch.randn(fast.shape, generator=generator, dtype=torch.float64).to(dtype)
+        (g_fast,) = torch.autograd.grad((fast * weights).sum(), x, create_graph=True)
+        (g_ref,) = torch.autograd.grad((reference * weights).sum(), x, create_graph=True)
+        assert _relative(g_fast, g_ref) < tolerance, (k, uniform)
+        if k >= 2:
+            (h_fast,) = torch.autograd.grad(g_fast.sum(), x)
+            (h_ref,) = torch.autograd.grad(g_ref.sum(), x)
+            assert _relative(h_fast, h_ref) < tolerance * 100, (k, uniform)
+
+
+@pytest.mark.parametrize("uniform", [True, False])
+def test_basis_features_gradcheck_with_base_column(uniform):
+    knots = splines.uniform_knots(2, 5, 3, dtype=torch.float64)
+    if not uniform:
+        knots = splines.knots_from_samples(torch.rand(50, 2, dtype=torch.float64) * 1.8 - 0.9, 5, 3, 0.1)
+    x = (torch.rand(7, 2, dtype=torch.float64) * 1.6 - 0.8).requires_grad_()
+    base = torch.rand(7, 2, dtype=torch.float64, requires_grad=True)
+    run = lambda a, b: splines.basis_features(a, knots, 3, b, uniform=uniform)
+    assert torch.autograd.gradcheck(run, (x, base))
+    assert torch.autograd.gradgradcheck(run, (x, base))
+    features = run(x, base).reshape(7, 2, 9)
+    torch.testing.assert_close(features[..., :8], splines.bspline_basis_reference(x, knots, 3))
+    torch.testing.assert_close(features[..., 8], base)
+
+
+def test_is_uniform():
+    assert splines.is_uniform(splines.uniform_knots(4, 100, 3, dtype=torch.float32))
+    assert splines.is_uniform(splines.knots_between(torch.tensor([0.0, -3.0]), torch.tensor([1.0, 5.0]), 7, 2))
+    assert not splines.is_uniform(splines.knots_from_samples(torch.rand(100, 2) ** 2, 5, 3, 0.02))

@@ -123,6 +123,7 @@ class KANLinear(nn.Module):
         self.scale_base = nn.Parameter(torch.empty(out_features, in_features, **factory), requires_grad=sb_trainable)
         self.scale_sp = nn.Parameter(torch.empty(out_features, in_features, **factory), requires_grad=sp_trainable)
         self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
+        self.grid_changed()
         self.reset_parameters(generator)
 
     # ------------------------------------------------------------------ set-up
@@ -172,6 +173,22 @@ class KANLinear(nn.Module):
             "bias": self.bias is not None,
         }
 
+    def grid_changed(self) -> None:
+        """Re-inspect ``grid``; call after writing into it by hand (kanlab's own methods do).
+
+        Evenly spaced knots take a closed-form fast path; any other knots the general one.
+        """
+        self.uniform_grid = splines.is_uniform(self.grid)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self.grid_changed()
+
+    def _apply(self, fn, *args, **kwargs):
+        result = super()._apply(fn, *args, **kwargs)
+        self.grid_changed()
+        return result
+
     # ------------------------------------------------------------------ maths
     def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
@@ -185,25 +202,25 @@ class KANLinear(nn.Module):
         if x.device != self.coef.device:
             raise ValueError(f"x is on {x.device} but the layer is on {self.coef.device}; move one of them")
 
-    def _weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Effective residual weights ``(out, in)`` and spline weights ``(out, in * (G + k))``."""
-        base_weight = self.mask * self.scale_base
-        spline_weight = (self.mask * self.scale_sp).unsqueeze(-1) * self.coef
-        return base_weight, spline_weight.reshape(self.out_features, -1)
+    def _feature_weight(self, with_base: bool) -> torch.Tensor:
+        """Weights ``(out, in * (G + k [+ 1]))`` matching ``splines.basis_features`` columns."""
+        weight = (self.mask * self.scale_sp).unsqueeze(-1) * self.coef
+        if with_base:
+            weight = torch.cat([weight, (self.mask * self.scale_base).unsqueeze(-1)], dim=-1)
+        return weight.reshape(self.out_features, -1)
 
     def basis(self, x: torch.Tensor) -> torch.Tensor:
         """B-spline bases ``(*, in, G + k)`` of this layer's knots at ``x`` ``(*, in)``."""
-        return splines.bspline_basis(x, self.grid, self.k)
+        return splines.bspline_basis(x, self.grid, self.k, uniform=self.uniform_grid)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features)
-        base_weight, spline_weight = self._weights()
-        bases = self.basis(flat).reshape(flat.shape[0], -1)
-        out = F.linear(bases, spline_weight, self.bias)
-        if self.base_fun_name != "zero":
-            out = out + F.linear(self.base_fun(flat), base_weight)
+        with_base = self.base_fun_name != "zero"
+        base = self.base_fun(flat) if with_base else None
+        features = splines.basis_features(flat, self.grid, self.k, base, uniform=self.uniform_grid)
+        out = F.linear(features, self._feature_weight(with_base), self.bias)
         return out.reshape(*lead, self.out_features)
 
     def edge_activations(self, x: torch.Tensor) -> torch.Tensor:
@@ -211,7 +228,7 @@ class KANLinear(nn.Module):
         self._check_input(x)
         if x.dim() != 2:
             raise ValueError(f"x must be 2-D (batch, in), got shape {tuple(x.shape)}")
-        spline = splines.spline_values(x, self.grid, self.coef, self.k)
+        spline = torch.einsum("bim,oim->boi", self.basis(x), self.coef)
         residual = self.base_fun(x).unsqueeze(1)
         return self.mask * (self.scale_base * residual + self.scale_sp * spline)
 
@@ -272,6 +289,7 @@ class KANLinear(nn.Module):
             requires_grad=self.coef.requires_grad,
         )
         new.grid = new_knots
+        new.grid_changed()
         return new
 
     def _finer_knots(self, grid: int, samples: torch.Tensor | None) -> torch.Tensor:
@@ -288,6 +306,7 @@ class KANLinear(nn.Module):
         new_coef = splines.refit_spline(self.grid, self.coef, self.k, new_knots, samples)
         self.grid.copy_(new_knots)
         self.coef.copy_(new_coef)
+        self.grid_changed()
 
 
 KANLayer = KANLinear

@@ -25,6 +25,10 @@ __all__ = [
     "knots_from_samples",
     "subdivide_knots",
     "bspline_basis",
+    "bspline_basis_reference",
+    "local_basis",
+    "is_uniform",
+    "basis_features",
     "spline_values",
     "fit_coefficients",
     "refit_spline",
@@ -143,7 +147,7 @@ def subdivide_knots(knots: torch.Tensor, k: int, factor: int) -> torch.Tensor:
     fine = (knots[:, :-1].unsqueeze(-1) + steps.unsqueeze(-1) * fractions).reshape(knots.shape[0], -1)
     fine = torch.cat([fine, knots[:, -1:]], dim=1)
     start = k * factor - k
-    return fine[:, start : fine.shape[1] - start]
+    return fine[:, start : fine.shape[1] - start].contiguous()
 
 
 def _check_samples(x: torch.Tensor, name: str) -> None:
@@ -163,23 +167,18 @@ def _reciprocal_or_zero(d: torch.Tensor) -> torch.Tensor:
     return torch.where(positive, 1.0 / torch.where(positive, d, torch.ones_like(d)), torch.zeros_like(d))
 
 
-def bspline_basis(x: torch.Tensor, knots: torch.Tensor, k: int) -> torch.Tensor:
+def bspline_basis_reference(x: torch.Tensor, knots: torch.Tensor, k: int) -> torch.Tensor:
     """All B-spline basis functions of degree ``k`` at ``x``, by iterative Cox-de Boor.
+
+    The plain reference: every basis of every input is computed, ``k`` passes over
+    ``(..., in, G + 2k)``; ``bspline_basis`` gives the same values touching only non-zero ones.
 
     ``x``: ``(..., in)``; ``knots``: ``(in, n_knots)`` sorted. Returns ``(..., in, n_knots - k - 1)``.
     Intervals are half-open ``[t_m, t_{m+1})``, so every basis is 0 at and beyond the last knot.
     The result is a piecewise polynomial of ``x`` built from differentiable operations, so
     autograd gives exact derivatives of any order away from the knots.
     """
-    _check_degree(k)
-    if knots.dim() != 2:
-        raise ValueError(f"knots must be 2-D (in, n_knots), got shape {tuple(knots.shape)}")
-    if x.shape[-1] != knots.shape[0]:
-        raise ValueError(
-            f"x has {x.shape[-1]} inputs in its last dimension but knots has {knots.shape[0]} rows"
-        )
-    if knots.shape[1] < k + 2:
-        raise ValueError(f"knots needs at least k + 2 = {k + 2} knots per input, got {knots.shape[1]}")
+    _check_basis_arguments(x, knots, k)
     t = knots
     xe = x.unsqueeze(-1)
     basis = ((xe >= t[:, :-1]) & (xe < t[:, 1:])).to(x.dtype)
@@ -190,6 +189,254 @@ def bspline_basis(x: torch.Tensor, knots: torch.Tensor, k: int) -> torch.Tensor:
         right_scale = _reciprocal_or_zero(right_end - t[:, 1:-p])
         basis = (xe - left_start) * left_scale * basis[..., :-1] + (right_end - xe) * right_scale * basis[..., 1:]
     return basis
+
+
+def _check_basis_arguments(x: torch.Tensor, knots: torch.Tensor, k: int) -> None:
+    _check_degree(k)
+    if knots.dim() != 2:
+        raise ValueError(f"knots must be 2-D (in, n_knots), got shape {tuple(knots.shape)}")
+    if x.shape[-1] != knots.shape[0]:
+        raise ValueError(
+            f"x has {x.shape[-1]} inputs in its last dimension but knots has {knots.shape[0]} rows"
+        )
+    if knots.shape[1] < k + 2:
+        raise ValueError(f"knots needs at least k + 2 = {k + 2} knots per input, got {knots.shape[1]}")
+
+
+def _interval_table(knots: torch.Tensor, k: int) -> torch.Tensor:
+    """Knot-only constants of every interval, so per-sample work is multiply-adds.
+
+    For input i and interval s (t_s <= x < t_{s+1}), with u = x - t_s, the columns are:
+    ``t_s``; ``a_p = t_s - t_{s+1-p}`` and ``b_p = t_{s+p} - t_s`` (p = 1..k), so de Boor's
+    ``left_p = u + a_p`` and ``right_p = b_p - u``; the reciprocal denominators
+    ``1 / (t_{s+r+1} - t_{s+1-p+r})`` of every level p and entry r; and the derivative factors
+    ``1 / (t_{m+k} - t_m)``, ``1 / (t_{m+k+1} - t_{m+1})`` for m = s-k .. s. Zero-length
+    intervals give 0 (the 0/0 := 0 convention). Knots beyond the ends are padded evenly; they
+    only reach bases that do not exist. Returns ``(columns, in * (n_knots - 1))``.
+    """
+    n_knots = knots.shape[1]
+    spacing = (knots[:, -1:] - knots[:, :1]) / (n_knots - 1)
+    ladder = torch.arange(1, k + 1, dtype=knots.dtype, device=knots.device)
+    padded = torch.cat([knots[:, :1] - spacing * ladder.flip(0), knots, knots[:, -1:] + spacing * ladder], dim=1)
+    w = padded.unfold(1, 2 * k + 2, 1).permute(2, 0, 1)  # w[q] = t_{s-k+q}: (2k+2, in, n-1)
+    start = w[k]
+    columns = [start]
+    columns += [start - w[k + 1 - p] for p in range(1, k + 1)]
+    columns += [w[k + p] - start for p in range(1, k + 1)]
+    columns += [_reciprocal_or_zero(w[k + 1 + r] - w[k + 1 - p + r]) for p in range(1, k + 1) for r in range(p)]
+    columns += [_reciprocal_or_zero(w[k + r] - w[r]) for r in range(k + 1)]
+    columns += [_reciprocal_or_zero(w[k + 1 + r] - w[1 + r]) for r in range(k + 1)]
+    return torch.stack(columns).reshape(len(columns), -1)
+
+
+def _locate(x: torch.Tensor, knots: torch.Tensor, k: int):
+    """Interval, local offset and constants for every entry of ``x`` ``(N, in)``.
+
+    Returns ``position`` (s + 1, or 0 below t_0 and n_knots at or above t_last; see
+    ``_basis_index``), ``u`` (x - t_s, s clamped to a real interval) and the interval constants
+    gathered per entry, a list of ``(N, in)`` tensors.
+    """
+    n_knots = knots.shape[1]
+    table = _interval_table(knots, k)
+    position = torch.searchsorted(knots, x.T.contiguous(), right=True).T
+    span = (position - 1).clamp(0, n_knots - 2)
+    rows = span + torch.arange(knots.shape[0], device=x.device) * (n_knots - 1)
+    constants = table.index_select(1, rows.reshape(-1)).reshape(table.shape[0], *x.shape).unbind(0)
+    return position, x - constants[0], constants
+
+
+def _triangle(u: torch.Tensor, constants, k: int, degree: int) -> list[torch.Tensor]:
+    """de Boor's triangle: the ``degree + 1`` bases of that degree that can be non-zero at x.
+
+    Entry r is N_{s-degree+r, degree}(x). Plain differentiable tensor operations on
+    ``(N, in)`` tensors, so autograd gives exact derivatives of any order in ``u``.
+    """
+    a = constants[1 : k + 1]
+    b = constants[k + 1 : 2 * k + 1]
+    reciprocals = constants[2 * k + 1 :]
+    values = [torch.ones_like(u)]
+    offset = 0
+    for p in range(1, degree + 1):
+        new = []
+        carried = None
+        for r in range(p):
+            temp = values[r] * reciprocals[offset + r]
+            right = (b[r] - u) * temp
+            new.append(right if carried is None else right + carried)
+            carried = (u + a[p - r - 1]) * temp
+        new.append(carried)
+        values = new
+        offset += p
+    return values
+
+
+def is_uniform(knots: torch.Tensor) -> bool:
+    """Whether every row of ``knots`` is evenly spaced up to rounding of its dtype."""
+    steps = torch.diff(knots, dim=1)
+    spacing = (knots[:, -1:] - knots[:, :1]) / (knots.shape[1] - 1)
+    tolerance = 16 * torch.finfo(knots.dtype).eps * knots.abs().amax(dim=1, keepdim=True)
+    return bool(((steps - spacing).abs() <= tolerance).all() and (spacing > 0).all())
+
+
+def _locate_uniform(x: torch.Tensor, knots: torch.Tensor):
+    """``position`` (as ``_locate``), ``f`` in [0, 1) within the interval and the step, for
+    evenly spaced knots."""
+    n_knots = knots.shape[1]
+    start = knots[:, 0]
+    step = (knots[:, -1] - start) / (n_knots - 1)
+    scaled = (x - start) / step
+    span = torch.floor(scaled)
+    position = (span + 1).clamp(0, n_knots).long()
+    return position, scaled - span.clamp(0, n_knots - 2), step
+
+
+def _cardinal_triangle(f: torch.Tensor, degree: int) -> list[torch.Tensor]:
+    """de Boor's triangle on evenly spaced knots: every denominator is p steps, so in units
+    of the step ``left_p = f + p - 1``, ``right_p = p - f`` and the reciprocals are ``1 / p``."""
+    values = [torch.ones_like(f)]
+    for p in range(1, degree + 1):
+        new = []
+        carried = None
+        for r in range(p):
+            temp = values[r] / p
+            right = (r + 1 - f) * temp
+            new.append(right if carried is None else right + carried)
+            carried = (f + p - r - 1) * temp
+        new.append(carried)
+        values = new
+    return values
+
+
+def _basis_index(position: torch.Tensor, n_knots: int, k: int, dtype: torch.dtype):
+    """Basis indices ``(N, in, k + 1)`` (clamped) and a 0/1 mask of those that exist.
+
+    Both depend only on the interval, so they are read from a ``(n_knots + 1, k + 1)`` table
+    whose row ``position`` is: 0 below the knots, s + 1 for interval s, ``n_knots`` above.
+    """
+    n_basis = n_knots - k - 1
+    span = torch.arange(-1, n_knots, device=position.device).unsqueeze(-1)
+    index = span - k + torch.arange(k + 1, device=position.device)
+    real = (span >= 0) & (span <= n_knots - 2)
+    exists = ((index >= 0) & (index < n_basis) & real).to(dtype)
+    rows = position.reshape(-1)
+    shape = (*position.shape, k + 1)
+    return index.clamp(0, n_basis - 1).index_select(0, rows).reshape(shape), exists.index_select(0, rows).reshape(shape)
+
+
+def local_basis(
+    x: torch.Tensor, knots: torch.Tensor, k: int, uniform: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k + 1`` possibly non-zero bases at each ``x`` ``(N, in)`` and their indices.
+
+    Returns ``values`` and ``index``, both ``(N, in, k + 1)``: basis ``index[..., r]`` has value
+    ``values[..., r]``. Entries of bases that do not exist (near the ends of the knot vector)
+    and every entry for ``x`` outside ``[t_0, t_last)`` have value 0 and a clamped index.
+    ``uniform=True`` (only for knots where ``is_uniform`` holds) uses the closed form.
+    """
+    if uniform:
+        position, f, _ = _locate_uniform(x, knots)
+        values = torch.stack(_cardinal_triangle(f, k), dim=-1)
+    else:
+        position, u, constants = _locate(x, knots, k)
+        values = torch.stack(_triangle(u, constants, k, k), dim=-1)
+    index, exists = _basis_index(position, knots.shape[1], k, x.dtype)
+    return values * exists, index
+
+
+def _local_derivative(
+    x: torch.Tensor, knots: torch.Tensor, k: int, uniform: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """d/dx of the ``k + 1`` local bases, ``(N, in, k + 1)``, with their indices.
+
+    dN_{m,k} = k (N_{m,k-1} / (t_{m+k} - t_m) - N_{m+1,k-1} / (t_{m+k+1} - t_{m+1})),
+    which on evenly spaced knots is (N_{m,k-1} - N_{m+1,k-1}) / step.
+    """
+    index_args = (knots.shape[1], k, x.dtype)
+    if uniform:
+        position, f, step = _locate_uniform(x, knots)
+        lower = _cardinal_triangle(f, k - 1)
+        zero = torch.zeros_like(f)
+        terms = [low - high for low, high in zip([zero] + lower, lower + [zero])]
+        index, exists = _basis_index(position, *index_args)
+        return torch.stack(terms, dim=-1) * (exists / step.unsqueeze(-1)), index
+    position, u, constants = _locate(x, knots, k)
+    lower = _triangle(u, constants, k, k - 1)  # N_{s-k+1 .. s, k-1}
+    first = 2 * k + 1 + k * (k + 1) // 2
+    left_factor = constants[first : first + k + 1]
+    right_factor = constants[first + k + 1 :]
+    terms = []
+    for r in range(k + 1):
+        term = lower[r - 1] * left_factor[r] if r > 0 else None
+        if r < k:
+            right = lower[r] * right_factor[r]
+            term = -right if term is None else term - right
+        terms.append(term)
+    index, exists = _basis_index(position, *index_args)
+    return torch.stack(terms, dim=-1) * (k * exists), index
+
+
+class _BasisFeatures(torch.autograd.Function):
+    """Dense ``(N, in * (G + k [+ 1]))`` features from the local bases, with an exact backward.
+
+    The forward scatters the ``k + 1`` local bases of each input into its ``G + k`` columns
+    (and the residual values ``base`` into one more column, when given). The backward
+    gathers the incoming gradient at the same columns and recomputes the local derivatives
+    from ``x`` with differentiable operations, so ``create_graph=True`` gives exact second
+    derivatives.
+    """
+
+    @staticmethod
+    def forward(ctx, x, base, knots, k, uniform):
+        values, index = local_basis(x, knots, k, uniform)
+        n_basis = knots.shape[1] - k - 1
+        width = n_basis + (base is not None)
+        features = x.new_zeros(x.shape[0], x.shape[1], width)
+        features.scatter_add_(2, index, values)
+        if base is not None:
+            features[..., n_basis] = base
+        ctx.save_for_backward(x, knots)
+        ctx.k, ctx.n_basis, ctx.width, ctx.uniform = k, n_basis, width, uniform
+        return features.reshape(x.shape[0], -1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, knots = ctx.saved_tensors
+        grad = grad.reshape(x.shape[0], x.shape[1], ctx.width)
+        grad_x = grad_base = None
+        if ctx.needs_input_grad[0]:
+            derivative, index = _local_derivative(x, knots, ctx.k, ctx.uniform)
+            grad_x = (grad[..., : ctx.n_basis].gather(2, index) * derivative).sum(-1)
+        if ctx.needs_input_grad[1]:
+            grad_base = grad[..., ctx.n_basis]
+        return grad_x, grad_base, None, None, None
+
+
+def basis_features(
+    x: torch.Tensor, knots: torch.Tensor, k: int, base: torch.Tensor | None = None, *, uniform: bool = False
+) -> torch.Tensor:
+    """Layer features ``(N, in * (G + k))``, or ``(N, in * (G + k + 1))`` with ``base`` ``(N, in)``.
+
+    Input ``i`` owns columns ``i * width .. (i + 1) * width``: its bases, then its residual
+    value. This is the training fast path: exact, built from only the non-zero bases.
+    ``uniform=True`` is the closed form for knots where ``is_uniform(knots)`` holds.
+    """
+    _check_basis_arguments(x, knots, k)
+    if x.dim() != 2:
+        raise ValueError(f"x must be 2-D (N, in), got shape {tuple(x.shape)}")
+    return _BasisFeatures.apply(x, base, knots, k, uniform)
+
+
+def bspline_basis(x: torch.Tensor, knots: torch.Tensor, k: int, *, uniform: bool = False) -> torch.Tensor:
+    """All B-spline basis functions of degree ``k`` at ``x`` ``(..., in)``: ``(..., in, G + k)``.
+
+    Equal to the Cox-de Boor reference (``bspline_basis_reference``), computed from the
+    ``k + 1`` non-zero bases per input; differentiable to any order in ``x``.
+    """
+    _check_basis_arguments(x, knots, k)
+    lead = x.shape[:-1]
+    flat = x.reshape(-1, x.shape[-1])
+    features = _BasisFeatures.apply(flat, None, knots, k, uniform)
+    return features.reshape(*lead, knots.shape[0], knots.shape[1] - k - 1)
 
 
 def spline_values(x: torch.Tensor, knots: torch.Tensor, coef: torch.Tensor, k: int) -> torch.Tensor:

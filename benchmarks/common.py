@@ -1,0 +1,44 @@
+"""Shared benchmark helpers: interleaved repetitions, medians, saved-for-backward bytes."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def interleaved_medians(candidates: dict[str, Callable[[], None]], repeats: int = 7, inner: int = 3) -> dict[str, float]:
+    """Median seconds per call of each candidate, timed round-robin so machine noise hits all alike."""
+    for run in candidates.values():  # warm-up
+        run()
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, run in candidates.items():
+            start = time.perf_counter()
+            for _ in range(inner):
+                run()
+            samples[name].append((time.perf_counter() - start) / inner)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def saved_bytes(run: Callable[[], torch.Tensor]) -> int:
+    """Bytes autograd keeps alive for the backward pass of ``run()`` (plus its output)."""
+    seen: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor):
+        storage = tensor.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = run()
+    seen[out.untyped_storage().data_ptr()] = out.untyped_storage().nbytes()
+    return sum(seen.values())
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
