@@ -174,20 +174,28 @@ class KANLinear(nn.Module):
         }
 
     def grid_changed(self) -> None:
-        """Re-inspect ``grid``; call after writing into it by hand (kanlab's own methods do).
+        """Rebuild the fast path's knot tables from ``grid``.
 
-        Evenly spaced knots take a closed-form fast path; any other knots the general one.
+        Evenly spaced knots take a closed-form path, any other knots the general one. Runs
+        by itself whenever ``grid`` is replaced or modified in place (its version counter
+        moves); call it only after writing through ``grid.data``.
         """
-        self.uniform_grid = splines.is_uniform(self.grid)
+        self._plan = splines.plan_knots(self.grid, self.k)
+        self._plan_key = (self.grid._version, self.grid.data_ptr(), self.grid.dtype, self.grid.device)
 
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
-        self.grid_changed()
+    @property
+    def uniform_grid(self) -> bool:
+        """Whether the knots are evenly spaced (the closed-form fast path)."""
+        return self.plan.uniform
 
-    def _apply(self, fn, *args, **kwargs):
-        result = super()._apply(fn, *args, **kwargs)
-        self.grid_changed()
-        return result
+    @property
+    def plan(self) -> splines.KnotPlan:
+        """The fast path's tables for the current ``grid`` (rebuilt when it changed)."""
+        if not torch.compiler.is_compiling():
+            key = (self.grid._version, self.grid.data_ptr(), self.grid.dtype, self.grid.device)
+            if key != self._plan_key:
+                self.grid_changed()
+        return self._plan
 
     # ------------------------------------------------------------------ maths
     def _check_input(self, x: torch.Tensor) -> None:
@@ -211,7 +219,7 @@ class KANLinear(nn.Module):
 
     def basis(self, x: torch.Tensor) -> torch.Tensor:
         """B-spline bases ``(*, in, G + k)`` of this layer's knots at ``x`` ``(*, in)``."""
-        return splines.bspline_basis(x, self.grid, self.k, uniform=self.uniform_grid)
+        return splines.bspline_basis(x, self.plan)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
@@ -219,7 +227,7 @@ class KANLinear(nn.Module):
         flat = x.reshape(-1, self.in_features)
         with_base = self.base_fun_name != "zero"
         base = self.base_fun(flat) if with_base else None
-        features = splines.basis_features(flat, self.grid, self.k, base, uniform=self.uniform_grid)
+        features = splines.basis_features(flat, self.plan, base=base)
         out = F.linear(features, self._feature_weight(with_base), self.bias)
         return out.reshape(*lead, self.out_features)
 
@@ -289,7 +297,6 @@ class KANLinear(nn.Module):
             requires_grad=self.coef.requires_grad,
         )
         new.grid = new_knots
-        new.grid_changed()
         return new
 
     def _finer_knots(self, grid: int, samples: torch.Tensor | None) -> torch.Tensor:
@@ -306,7 +313,6 @@ class KANLinear(nn.Module):
         new_coef = splines.refit_spline(self.grid, self.coef, self.k, new_knots, samples)
         self.grid.copy_(new_knots)
         self.coef.copy_(new_coef)
-        self.grid_changed()
 
 
 KANLayer = KANLinear

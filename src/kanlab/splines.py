@@ -14,6 +14,7 @@ edge vanishes for inputs far out of range: only the residual (base) function rem
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -28,6 +29,8 @@ __all__ = [
     "bspline_basis_reference",
     "local_basis",
     "is_uniform",
+    "KnotPlan",
+    "plan_knots",
     "basis_features",
     "spline_values",
     "fit_coefficients",
@@ -203,16 +206,16 @@ def _check_basis_arguments(x: torch.Tensor, knots: torch.Tensor, k: int) -> None
         raise ValueError(f"knots needs at least k + 2 = {k + 2} knots per input, got {knots.shape[1]}")
 
 
-def _interval_table(knots: torch.Tensor, k: int) -> torch.Tensor:
+def _interval_tables(knots: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Knot-only constants of every interval, so per-sample work is multiply-adds.
 
-    For input i and interval s (t_s <= x < t_{s+1}), with u = x - t_s, the columns are:
-    ``t_s``; ``a_p = t_s - t_{s+1-p}`` and ``b_p = t_{s+p} - t_s`` (p = 1..k), so de Boor's
-    ``left_p = u + a_p`` and ``right_p = b_p - u``; the reciprocal denominators
-    ``1 / (t_{s+r+1} - t_{s+1-p+r})`` of every level p and entry r; and the derivative factors
-    ``1 / (t_{m+k} - t_m)``, ``1 / (t_{m+k+1} - t_{m+1})`` for m = s-k .. s. Zero-length
+    For input i and interval s (t_s <= x < t_{s+1}), with u = x - t_s, the triangle table's
+    columns are ``t_s``; ``a_p = t_s - t_{s+1-p}`` and ``b_p = t_{s+p} - t_s`` (p = 1..k), so de
+    Boor's ``left_p = u + a_p`` and ``right_p = b_p - u``; and the reciprocal denominators
+    ``1 / (t_{s+r+1} - t_{s+1-p+r})`` of every level p and entry r. The derivative table holds
+    ``1 / (t_{m+k} - t_m)`` and ``1 / (t_{m+k+1} - t_{m+1})`` for m = s-k .. s. Zero-length
     intervals give 0 (the 0/0 := 0 convention). Knots beyond the ends are padded evenly; they
-    only reach bases that do not exist. Returns ``(columns, in * (n_knots - 1))``.
+    only reach bases that do not exist. Both are ``(columns, in * (n_knots - 1))``.
     """
     n_knots = knots.shape[1]
     spacing = (knots[:, -1:] - knots[:, :1]) / (n_knots - 1)
@@ -220,29 +223,83 @@ def _interval_table(knots: torch.Tensor, k: int) -> torch.Tensor:
     padded = torch.cat([knots[:, :1] - spacing * ladder.flip(0), knots, knots[:, -1:] + spacing * ladder], dim=1)
     w = padded.unfold(1, 2 * k + 2, 1).permute(2, 0, 1)  # w[q] = t_{s-k+q}: (2k+2, in, n-1)
     start = w[k]
-    columns = [start]
-    columns += [start - w[k + 1 - p] for p in range(1, k + 1)]
-    columns += [w[k + p] - start for p in range(1, k + 1)]
-    columns += [_reciprocal_or_zero(w[k + 1 + r] - w[k + 1 - p + r]) for p in range(1, k + 1) for r in range(p)]
-    columns += [_reciprocal_or_zero(w[k + r] - w[r]) for r in range(k + 1)]
-    columns += [_reciprocal_or_zero(w[k + 1 + r] - w[1 + r]) for r in range(k + 1)]
-    return torch.stack(columns).reshape(len(columns), -1)
+    triangle = [start]
+    triangle += [start - w[k + 1 - p] for p in range(1, k + 1)]
+    triangle += [w[k + p] - start for p in range(1, k + 1)]
+    triangle += [_reciprocal_or_zero(w[k + 1 + r] - w[k + 1 - p + r]) for p in range(1, k + 1) for r in range(p)]
+    derivative = [_reciprocal_or_zero(w[k + r] - w[r]) for r in range(k + 1)]
+    derivative += [_reciprocal_or_zero(w[k + 1 + r] - w[1 + r]) for r in range(k + 1)]
+    return (
+        torch.stack(triangle).reshape(len(triangle), -1).contiguous(),
+        torch.stack(derivative).reshape(len(derivative), -1).contiguous(),
+    )
 
 
-def _locate(x: torch.Tensor, knots: torch.Tensor, k: int):
-    """Interval, local offset and constants for every entry of ``x`` ``(N, in)``.
+@dataclass(frozen=True)
+class KnotPlan:
+    """Everything about a knot tensor that the fast path needs and that only changes with it.
 
-    Returns ``position`` (s + 1, or 0 below t_0 and n_knots at or above t_last; see
-    ``_basis_index``), ``u`` (x - t_s, s clamped to a real interval) and the interval constants
-    gathered per entry, a list of ``(N, in)`` tensors.
+    Build with ``plan_knots``; pass to ``basis_features`` / ``bspline_basis`` in place of the
+    knots to skip rebuilding it on every call.
     """
+
+    knots: torch.Tensor
+    k: int
+    uniform: bool
+    start: torch.Tensor  # (in,) first knot
+    step: torch.Tensor  # (in,) spacing (uniform knots only)
+    triangle_table: torch.Tensor | None  # general knots only
+    derivative_table: torch.Tensor | None
+    basis_index: torch.Tensor  # (n_knots + 1, k + 1) clamped basis index per interval row
+    basis_exists: torch.Tensor  # (n_knots + 1, k + 1) 0/1: that basis exists
+
+    @property
+    def n_basis(self) -> int:
+        return self.knots.shape[1] - self.k - 1
+
+
+def plan_knots(knots: torch.Tensor, k: int, uniform: bool | None = None) -> KnotPlan:
+    """Precompute the fast path's tables for ``knots`` ``(in, n_knots)`` (see ``KnotPlan``).
+
+    ``uniform=None`` detects evenly spaced knots (``is_uniform``), which take a closed form.
+    """
+    _check_degree(k)
+    if knots.dim() != 2 or knots.shape[1] < k + 2:
+        raise ValueError(f"knots must be (in, n_knots) with n_knots >= k + 2 = {k + 2}, got {tuple(knots.shape)}")
+    uniform = is_uniform(knots) if uniform is None else uniform
     n_knots = knots.shape[1]
-    table = _interval_table(knots, k)
+    span = torch.arange(-1, n_knots, device=knots.device).unsqueeze(-1)
+    index = span - k + torch.arange(k + 1, device=knots.device)
+    real = (span >= 0) & (span <= n_knots - 2)
+    exists = ((index >= 0) & (index < n_knots - k - 1) & real).to(knots.dtype)
+    tables = (None, None) if uniform else _interval_tables(knots, k)
+    return KnotPlan(
+        knots=knots,
+        k=k,
+        uniform=uniform,
+        start=knots[:, 0].contiguous(),
+        step=(knots[:, -1] - knots[:, 0]) / (n_knots - 1),
+        triangle_table=tables[0],
+        derivative_table=tables[1],
+        basis_index=index.clamp(0, n_knots - k - 2),
+        basis_exists=exists,
+    )
+
+
+def _locate(x: torch.Tensor, plan: KnotPlan, table: torch.Tensor):
+    """Interval row and per-entry constants for ``x`` ``(N, in)`` (general knots).
+
+    Returns ``position`` (s + 1, or 0 below t_0 and n_knots at or above t_last; the row of
+    the plan's basis tables) and the columns of ``table`` at each entry's interval (s clamped
+    to a real one), a list of ``(N, in)`` tensors.
+    """
+    knots = plan.knots
+    n_knots = knots.shape[1]
     position = torch.searchsorted(knots, x.T.contiguous(), right=True).T
     span = (position - 1).clamp(0, n_knots - 2)
     rows = span + torch.arange(knots.shape[0], device=x.device) * (n_knots - 1)
     constants = table.index_select(1, rows.reshape(-1)).reshape(table.shape[0], *x.shape).unbind(0)
-    return position, x - constants[0], constants
+    return position, constants
 
 
 def _triangle(u: torch.Tensor, constants, k: int, degree: int) -> list[torch.Tensor]:
@@ -278,16 +335,14 @@ def is_uniform(knots: torch.Tensor) -> bool:
     return bool(((steps - spacing).abs() <= tolerance).all() and (spacing > 0).all())
 
 
-def _locate_uniform(x: torch.Tensor, knots: torch.Tensor):
-    """``position`` (as ``_locate``), ``f`` in [0, 1) within the interval and the step, for
-    evenly spaced knots."""
-    n_knots = knots.shape[1]
-    start = knots[:, 0]
-    step = (knots[:, -1] - start) / (n_knots - 1)
-    scaled = (x - start) / step
+def _locate_uniform(x: torch.Tensor, plan: KnotPlan):
+    """``position`` (as ``_locate``) and ``f`` in [0, 1) within the interval, for evenly
+    spaced knots."""
+    n_knots = plan.knots.shape[1]
+    scaled = (x - plan.start) / plan.step
     span = torch.floor(scaled)
     position = (span + 1).clamp(0, n_knots).long()
-    return position, scaled - span.clamp(0, n_knots - 2), step
+    return position, scaled - span.clamp(0, n_knots - 2)
 
 
 def _cardinal_triangle(f: torch.Tensor, degree: int) -> list[torch.Tensor]:
@@ -307,63 +362,53 @@ def _cardinal_triangle(f: torch.Tensor, degree: int) -> list[torch.Tensor]:
     return values
 
 
-def _basis_index(position: torch.Tensor, n_knots: int, k: int, dtype: torch.dtype):
-    """Basis indices ``(N, in, k + 1)`` (clamped) and a 0/1 mask of those that exist.
-
-    Both depend only on the interval, so they are read from a ``(n_knots + 1, k + 1)`` table
-    whose row ``position`` is: 0 below the knots, s + 1 for interval s, ``n_knots`` above.
-    """
-    n_basis = n_knots - k - 1
-    span = torch.arange(-1, n_knots, device=position.device).unsqueeze(-1)
-    index = span - k + torch.arange(k + 1, device=position.device)
-    real = (span >= 0) & (span <= n_knots - 2)
-    exists = ((index >= 0) & (index < n_basis) & real).to(dtype)
+def _basis_index(position: torch.Tensor, plan: KnotPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    """Basis indices ``(N, in, k + 1)`` (clamped) and a 0/1 mask of those that exist, read
+    from the plan's per-interval tables at row ``position``."""
     rows = position.reshape(-1)
-    shape = (*position.shape, k + 1)
-    return index.clamp(0, n_basis - 1).index_select(0, rows).reshape(shape), exists.index_select(0, rows).reshape(shape)
+    shape = (*position.shape, plan.k + 1)
+    return (
+        plan.basis_index.index_select(0, rows).reshape(shape),
+        plan.basis_exists.index_select(0, rows).reshape(shape),
+    )
 
 
-def local_basis(
-    x: torch.Tensor, knots: torch.Tensor, k: int, uniform: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
+def local_basis(x: torch.Tensor, plan: KnotPlan) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k + 1`` possibly non-zero bases at each ``x`` ``(N, in)`` and their indices.
 
     Returns ``values`` and ``index``, both ``(N, in, k + 1)``: basis ``index[..., r]`` has value
     ``values[..., r]``. Entries of bases that do not exist (near the ends of the knot vector)
     and every entry for ``x`` outside ``[t_0, t_last)`` have value 0 and a clamped index.
-    ``uniform=True`` (only for knots where ``is_uniform`` holds) uses the closed form.
     """
-    if uniform:
-        position, f, _ = _locate_uniform(x, knots)
-        values = torch.stack(_cardinal_triangle(f, k), dim=-1)
+    k = plan.k
+    if plan.uniform:
+        position, f = _locate_uniform(x, plan)
+        values = _cardinal_triangle(f, k)
     else:
-        position, u, constants = _locate(x, knots, k)
-        values = torch.stack(_triangle(u, constants, k, k), dim=-1)
-    index, exists = _basis_index(position, knots.shape[1], k, x.dtype)
-    return values * exists, index
+        position, constants = _locate(x, plan, plan.triangle_table)
+        values = _triangle(x - constants[0], constants, k, k)
+    index, exists = _basis_index(position, plan)
+    return torch.stack(values, dim=-1) * exists, index
 
 
-def _local_derivative(
-    x: torch.Tensor, knots: torch.Tensor, k: int, uniform: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _local_derivative(x: torch.Tensor, plan: KnotPlan) -> tuple[torch.Tensor, torch.Tensor]:
     """d/dx of the ``k + 1`` local bases, ``(N, in, k + 1)``, with their indices.
 
     dN_{m,k} = k (N_{m,k-1} / (t_{m+k} - t_m) - N_{m+1,k-1} / (t_{m+k+1} - t_{m+1})),
     which on evenly spaced knots is (N_{m,k-1} - N_{m+1,k-1}) / step.
     """
-    index_args = (knots.shape[1], k, x.dtype)
-    if uniform:
-        position, f, step = _locate_uniform(x, knots)
+    k = plan.k
+    if plan.uniform:
+        position, f = _locate_uniform(x, plan)
         lower = _cardinal_triangle(f, k - 1)
         zero = torch.zeros_like(f)
         terms = [low - high for low, high in zip([zero] + lower, lower + [zero])]
-        index, exists = _basis_index(position, *index_args)
-        return torch.stack(terms, dim=-1) * (exists / step.unsqueeze(-1)), index
-    position, u, constants = _locate(x, knots, k)
-    lower = _triangle(u, constants, k, k - 1)  # N_{s-k+1 .. s, k-1}
-    first = 2 * k + 1 + k * (k + 1) // 2
-    left_factor = constants[first : first + k + 1]
-    right_factor = constants[first + k + 1 :]
+        index, exists = _basis_index(position, plan)
+        return torch.stack(terms, dim=-1) * (exists / plan.step.unsqueeze(-1)), index
+    position, constants = _locate(x, plan, plan.triangle_table)
+    lower = _triangle(x - constants[0], constants, k, k - 1)  # N_{s-k+1 .. s, k-1}
+    _, factors = _locate(x, plan, plan.derivative_table)
+    left_factor, right_factor = factors[: k + 1], factors[k + 1 :]
     terms = []
     for r in range(k + 1):
         term = lower[r - 1] * left_factor[r] if r > 0 else None
@@ -371,7 +416,7 @@ def _local_derivative(
             right = lower[r] * right_factor[r]
             term = -right if term is None else term - right
         terms.append(term)
-    index, exists = _basis_index(position, *index_args)
+    index, exists = _basis_index(position, plan)
     return torch.stack(terms, dim=-1) * (k * exists), index
 
 
@@ -386,57 +431,79 @@ class _BasisFeatures(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, base, knots, k, uniform):
-        values, index = local_basis(x, knots, k, uniform)
-        n_basis = knots.shape[1] - k - 1
+    def forward(ctx, x, base, plan):
+        values, index = local_basis(x, plan)
+        n_basis = plan.n_basis
         width = n_basis + (base is not None)
         features = x.new_zeros(x.shape[0], x.shape[1], width)
         features.scatter_add_(2, index, values)
         if base is not None:
             features[..., n_basis] = base
-        ctx.save_for_backward(x, knots)
-        ctx.k, ctx.n_basis, ctx.width, ctx.uniform = k, n_basis, width, uniform
+        ctx.save_for_backward(x)
+        ctx.plan, ctx.width = plan, width
         return features.reshape(x.shape[0], -1)
 
     @staticmethod
     def backward(ctx, grad):
-        x, knots = ctx.saved_tensors
+        (x,) = ctx.saved_tensors
+        plan = ctx.plan
         grad = grad.reshape(x.shape[0], x.shape[1], ctx.width)
         grad_x = grad_base = None
         if ctx.needs_input_grad[0]:
-            derivative, index = _local_derivative(x, knots, ctx.k, ctx.uniform)
-            grad_x = (grad[..., : ctx.n_basis].gather(2, index) * derivative).sum(-1)
+            derivative, index = _local_derivative(x, plan)
+            grad_x = (grad[..., : plan.n_basis].gather(2, index) * derivative).sum(-1)
         if ctx.needs_input_grad[1]:
-            grad_base = grad[..., ctx.n_basis]
-        return grad_x, grad_base, None, None, None
+            grad_base = grad[..., plan.n_basis]
+        return grad_x, grad_base, None
+
+
+def _as_plan(x: torch.Tensor, knots: torch.Tensor | KnotPlan, k: int | None, uniform: bool | None) -> KnotPlan:
+    if isinstance(knots, KnotPlan):
+        if x.shape[-1] != knots.knots.shape[0]:
+            raise ValueError(
+                f"x has {x.shape[-1]} inputs in its last dimension but the knots have {knots.knots.shape[0]} rows"
+            )
+        return knots
+    if k is None:
+        raise ValueError("k (spline degree) is needed when knots are given as a tensor")
+    _check_basis_arguments(x, knots, k)
+    return plan_knots(knots, k, uniform)
 
 
 def basis_features(
-    x: torch.Tensor, knots: torch.Tensor, k: int, base: torch.Tensor | None = None, *, uniform: bool = False
+    x: torch.Tensor,
+    knots: torch.Tensor | KnotPlan,
+    k: int | None = None,
+    base: torch.Tensor | None = None,
+    *,
+    uniform: bool | None = None,
 ) -> torch.Tensor:
     """Layer features ``(N, in * (G + k))``, or ``(N, in * (G + k + 1))`` with ``base`` ``(N, in)``.
 
     Input ``i`` owns columns ``i * width .. (i + 1) * width``: its bases, then its residual
     value. This is the training fast path: exact, built from only the non-zero bases.
-    ``uniform=True`` is the closed form for knots where ``is_uniform(knots)`` holds.
+    ``knots`` may be a ``KnotPlan`` (then ``k`` and ``uniform`` come from it).
     """
-    _check_basis_arguments(x, knots, k)
+    plan = _as_plan(x, knots, k, uniform)
     if x.dim() != 2:
         raise ValueError(f"x must be 2-D (N, in), got shape {tuple(x.shape)}")
-    return _BasisFeatures.apply(x, base, knots, k, uniform)
+    return _BasisFeatures.apply(x, base, plan)
 
 
-def bspline_basis(x: torch.Tensor, knots: torch.Tensor, k: int, *, uniform: bool = False) -> torch.Tensor:
+def bspline_basis(
+    x: torch.Tensor, knots: torch.Tensor | KnotPlan, k: int | None = None, *, uniform: bool | None = None
+) -> torch.Tensor:
     """All B-spline basis functions of degree ``k`` at ``x`` ``(..., in)``: ``(..., in, G + k)``.
 
     Equal to the Cox-de Boor reference (``bspline_basis_reference``), computed from the
-    ``k + 1`` non-zero bases per input; differentiable to any order in ``x``.
+    ``k + 1`` non-zero bases per input; differentiable to any order in ``x``. ``knots`` may be
+    a ``KnotPlan``; ``uniform=None`` detects evenly spaced knots.
     """
-    _check_basis_arguments(x, knots, k)
+    plan = _as_plan(x, knots, k, uniform)
     lead = x.shape[:-1]
     flat = x.reshape(-1, x.shape[-1])
-    features = _BasisFeatures.apply(flat, None, knots, k, uniform)
-    return features.reshape(*lead, knots.shape[0], knots.shape[1] - k - 1)
+    features = _BasisFeatures.apply(flat, None, plan)
+    return features.reshape(*lead, plan.knots.shape[0], plan.n_basis)
 
 
 def spline_values(x: torch.Tensor, knots: torch.Tensor, coef: torch.Tensor, k: int) -> torch.Tensor:
