@@ -74,7 +74,9 @@ def test_reset_parameters_is_reproducible_with_a_generator():
     assert torch.equal(first.coef, second.coef) and torch.equal(first.scale_base, second.scale_base)
     first.reset_parameters(torch.Generator().manual_seed(8))
     assert not torch.equal(first.coef, second.coef)
-    assert first.coef.abs().max() <= 0.5 / 2 / 5 + 1e-7  # noise_scale / (2 G)
+    points = first.grid[:, 3:-3].T.contiguous()  # the spline passes through small noise at the grid points
+    values = splines.spline_values(points, first.grid, first.coef, 3)
+    assert values.abs().max() <= 0.3 / 2 / 5 + 1e-6 and values.abs().max() > 0
 
 
 @pytest.mark.parametrize("base_fun", ["silu", "identity", "zero", None, torch.sin])

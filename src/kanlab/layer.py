@@ -72,8 +72,9 @@ class KANLinear(nn.Module):
     Args mirror ``nn.Linear`` (``in_features``, ``out_features``, ``bias``, ``device``,
     ``dtype``) plus the spline's ``grid`` (intervals G), ``k`` (degree), ``grid_range``,
     ``grid_eps`` (uniform share of adaptive grids), ``base_fun`` (residual function: ``"silu"``,
-    ``"identity"``, ``"zero"``, ``"tanh"``, ``"gelu"`` or a callable) and the paper's
-    initialisation: spline coefficients uniform in ``±noise_scale / (2G)``, ``scale_base`` =
+    ``"identity"``, ``"zero"``, ``"tanh"``, ``"gelu"`` or a callable) and the initialisation
+    of the paper's reference code: each spline is the least-squares fit of values uniform in
+    ``±noise_scale / (2G)`` at the ``G + 1`` grid points, ``scale_base`` =
     ``(scale_base_mu + scale_base_sigma * U(-1, 1)) / sqrt(in)``, ``scale_sp`` =
     ``scale_sp / sqrt(in)``. ``sb_trainable`` / ``sp_trainable`` freeze the scales.
     ``bias`` defaults to False: a KAN node is a plain sum of its edges.
@@ -89,7 +90,7 @@ class KANLinear(nn.Module):
         grid_range: Sequence[float] = (-1.0, 1.0),
         grid_eps: float = 0.02,
         base_fun: str | Callable | None = "silu",
-        noise_scale: float = 0.5,
+        noise_scale: float = 0.3,
         scale_base_mu: float = 0.0,
         scale_base_sigma: float = 1.0,
         scale_sp: float = 1.0,
@@ -136,7 +137,9 @@ class KANLinear(nn.Module):
 
         root = math.sqrt(self.in_features)
         with torch.no_grad():
-            self.coef.copy_((uniform(*self.coef.shape) - 0.5) * self.noise_scale / self.grid_size)
+            points = self.grid[:, self.k : self.grid.shape[1] - self.k].T.contiguous()  # (G + 1, in)
+            noise = (uniform(points.shape[0], self.out_features, self.in_features) - 0.5) * self.noise_scale / self.grid_size
+            self.coef.copy_(splines.fit_coefficients(points, noise, self.grid, self.k))
             spread = self.scale_base_sigma * (2 * uniform(*self.scale_base.shape) - 1)
             self.scale_base.copy_((self.scale_base_mu + spread) / root)
             self.scale_sp.fill_(self.scale_sp_init / root)

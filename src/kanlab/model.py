@@ -91,7 +91,7 @@ class KAN(nn.Module):
         grid_range: Sequence[float] = (-1.0, 1.0),
         grid_eps: float = 0.02,
         base_fun: str | Callable | None = "silu",
-        noise_scale: float = 0.5,
+        noise_scale: float = 0.3,
         scale_base_mu: float = 0.0,
         scale_base_sigma: float = 1.0,
         scale_sp: float = 1.0,
