@@ -3,7 +3,7 @@
 KAN(width) on exp(sin(pi x) + y^2), 1000 train / 1000 test points, float64, LBFGS, grids
 refined through ``--grids`` with ``--steps`` steps each (pykan's defaults for grid updates).
 pykan runs in its own interpreter (``--pykan-python``), interleaved with kanlab, ``--repeats``
-times; times are medians, RMSEs from the last repeat. Writes RESULTS-pipeline.md.
+times; times are medians, RMSEs from the last repeat. Writes its section of RESULTS.md.
 
     .venv/bin/python benchmarks/bench_pipeline.py --pykan-python .venv-pykan/bin/python
 """
@@ -22,7 +22,7 @@ import time
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from common import markdown_table  # noqa: E402
+from common import markdown_table, write_section  # noqa: E402
 
 import kanlab  # noqa: E402
 
@@ -56,7 +56,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(HERE / "RESULTS-pipeline.md"))
     args = parser.parse_args()
     width = [int(v) for v in args.width.split(",")]
     grids = [int(v) for v in args.grids.split(",")]
@@ -89,14 +88,15 @@ def main() -> None:
     summary = f"total: kanlab {total(ours):.1f} s"
     if theirs:
         summary += f", pykan {total(theirs):.1f} s (+ {statistics.median(imports):.1f} s import): {total(theirs) / total(ours):.1f}x faster"
+    command = "`.venv/bin/python benchmarks/bench_pipeline.py --pykan-python .venv-pykan/bin/python`"
     text = (
         f"## Demo pipeline: KAN{width} on exp(sin(pi x) + y^2), {args.steps} LBFGS steps per grid\n\n"
-        f"float64, 1000 train / 1000 test points, seed {args.seed}, medians of {args.repeats} interleaved runs "
-        f"(torch {torch.__version__}, {torch.get_num_threads()} threads).\n\n"
+        f"{command}: float64, 1000 train / 1000 test points, seed {args.seed}, medians of {args.repeats} "
+        f"interleaved runs (torch {torch.__version__}, {torch.get_num_threads()} threads).\n\n"
         + markdown_table(header, rows) + f"\n\n{summary}\n"
     )
     print(text)
-    pathlib.Path(args.out).write_text(text)
+    write_section(f"pipeline-{'-'.join(map(str, width))}", text)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+import re
 import statistics
 import time
 from typing import Callable
@@ -42,3 +44,16 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+RESULTS = pathlib.Path(__file__).parent / "RESULTS.md"
+
+
+def write_section(name: str, text: str, path: pathlib.Path = RESULTS) -> None:
+    """Replace (or append) the section ``name`` of RESULTS.md, keeping the other sections."""
+    begin, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    block = f"{begin}\n{text.strip()}\n{end}"
+    current = path.read_text() if path.exists() else "# Benchmark results\n\nWritten by the scripts in this folder; see the README for the commands.\n"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    updated = pattern.sub(lambda _: block, current) if pattern.search(current) else current.rstrip() + "\n\n" + block + "\n"
+    path.write_text(updated)

@@ -1,11 +1,4 @@
-import pytest
 import torch
-
-
-@pytest.fixture(autouse=True)
-def _fixed_threads():
-    """Tests run with the machine's threads; nothing here depends on the global RNG."""
-    yield
 
 
 def random_knots(n_inputs: int, n_knots: int, generator: torch.Generator) -> torch.Tensor:

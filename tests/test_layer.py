@@ -175,3 +175,18 @@ def test_kanlinear_in_sequential_trains_with_adam_on_a_dataloader():
             nn.functional.mse_loss(net(xb), yb).backward()
             optimizer.step()
     assert nn.functional.mse_loss(net(x), y).item() < 0.1 * start
+
+
+@pytest.mark.parametrize("adapted", [False, True])
+def test_far_out_and_nan_inputs_do_not_crash_or_poison(adapted):
+    """Inputs like 1e30 get the residual alone (finite, exact); NaN stays NaN in its row only."""
+    layer = _layer()
+    if adapted:
+        layer.update_grid(torch.rand(100, 3, dtype=torch.float64))
+        assert not layer.uniform_grid
+    x = torch.tensor([[1e30, -1e30, 1e300], [0.1, float("nan"), 0.2], [0.3, 0.4, 0.5]], dtype=torch.float64)
+    out = layer(x)
+    expected = torch.nn.functional.silu(x[0]) @ (layer.scale_base * layer.mask).T
+    torch.testing.assert_close(out[0], expected)
+    assert torch.isnan(out[1]).all() and torch.isfinite(out[2]).all()
+    torch.testing.assert_close(out[2], _reference_forward(layer, x[2:]).squeeze(0))

@@ -158,24 +158,6 @@ class KANLinear(nn.Module):
         """Basis functions per input, ``G + k``."""
         return self.grid_size + self.k
 
-    def config(self) -> dict:
-        """The constructor arguments that rebuild this layer's shape and initialisation."""
-        return {
-            "in_features": self.in_features,
-            "out_features": self.out_features,
-            "grid": self.grid_size,
-            "k": self.k,
-            "grid_eps": self.grid_eps,
-            "base_fun": self.base_fun_name,
-            "noise_scale": self.noise_scale,
-            "scale_base_mu": self.scale_base_mu,
-            "scale_base_sigma": self.scale_base_sigma,
-            "scale_sp": self.scale_sp_init,
-            "sb_trainable": self.scale_base.requires_grad,
-            "sp_trainable": self.scale_sp.requires_grad,
-            "bias": self.bias is not None,
-        }
-
     def grid_changed(self) -> None:
         """Rebuild the fast path's knot tables from ``grid``.
 

@@ -273,7 +273,6 @@ class KAN(nn.Module):
         for l, h in enumerate(inputs):
             new.layers[l] = self.layers[l].refined(new_grid, h)
         new.grid = new_grid
-        new._layer_options["grid"] = new_grid
         return new
 
     # ------------------------------------------------------------------ operations

@@ -15,6 +15,7 @@ edge vanishes for inputs far out of range: only the residual (base) function rem
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Sequence
 
 import torch
@@ -252,6 +253,8 @@ class KnotPlan:
     derivative_table: torch.Tensor | None
     basis_index: torch.Tensor  # (n_knots + 1, k + 1) clamped basis index per interval row
     basis_exists: torch.Tensor  # (n_knots + 1, k + 1) 0/1: that basis exists
+    cardinal: torch.Tensor  # (k + 1, k + 1): powers of f -> the k + 1 uniform local bases
+    cardinal_derivative: torch.Tensor  # (k, k + 1): powers of f -> their f-derivatives
 
     @property
     def n_basis(self) -> int:
@@ -273,6 +276,7 @@ def plan_knots(knots: torch.Tensor, k: int, uniform: bool | None = None) -> Knot
     real = (span >= 0) & (span <= n_knots - 2)
     exists = ((index >= 0) & (index < n_knots - k - 1) & real).to(knots.dtype)
     tables = (None, None) if uniform else _interval_tables(knots, k)
+    cardinal, cardinal_derivative = _cardinal_polynomials(k)
     return KnotPlan(
         knots=knots,
         k=k,
@@ -283,7 +287,45 @@ def plan_knots(knots: torch.Tensor, k: int, uniform: bool | None = None) -> Knot
         derivative_table=tables[1],
         basis_index=index.clamp(0, n_knots - k - 2),
         basis_exists=exists,
+        cardinal=cardinal.to(device=knots.device, dtype=knots.dtype),
+        cardinal_derivative=cardinal_derivative.to(device=knots.device, dtype=knots.dtype),
     )
+
+
+def _cardinal_polynomials(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Power-basis coefficients of the ``k + 1`` uniform B-spline pieces on one interval.
+
+    On evenly spaced knots, with f = (x - t_s) / step in [0, 1), local basis r is a fixed
+    polynomial of degree k in f: de Boor's recursion with every denominator p steps,
+    ``N_r <- (r + 1 - f) N_r / p + (f + p - r) N_{r-1} / p``, run on exact rational
+    coefficient lists. Returns the ``(k + 1, k + 1)`` float64 matrix mapping
+    ``[1, f, .., f^k]`` to the bases and the ``(k, k + 1)`` one mapping ``[1, .., f^(k-1)]`` to
+    their derivatives in f.
+    """
+
+    def times_linear(c: list, constant: int, slope: int) -> list:  # c(f) * (constant + slope f)
+        out = [Fraction(0)] * (len(c) + 1)
+        for power, value in enumerate(c):
+            out[power] += constant * value
+            out[power + 1] += slope * value
+        return out
+
+    def add(a: list, b: list) -> list:
+        return [u + v for u, v in zip(a + [Fraction(0)] * (len(b) - len(a)), b + [Fraction(0)] * (len(a) - len(b)))]
+
+    values = [[Fraction(1)]]
+    for p in range(1, k + 1):
+        new, carried = [], None
+        for r in range(p):
+            temp = [v / p for v in values[r]]
+            right = times_linear(temp, r + 1, -1)
+            new.append(right if carried is None else add(right, carried))
+            carried = times_linear(temp, p - r - 1, 1)
+        new.append(carried)
+        values = new
+    forward = [[float(c[power]) if power < len(c) else 0.0 for c in values] for power in range(k + 1)]
+    derivative = [[float((power + 1) * c[power + 1]) if power + 1 < len(c) else 0.0 for c in values] for power in range(k)]
+    return torch.tensor(forward, dtype=torch.float64), torch.tensor(derivative, dtype=torch.float64)
 
 
 def _locate(x: torch.Tensor, plan: KnotPlan, table: torch.Tensor):
@@ -300,6 +342,14 @@ def _locate(x: torch.Tensor, plan: KnotPlan, table: torch.Tensor):
     rows = span + torch.arange(knots.shape[0], device=x.device) * (n_knots - 1)
     constants = table.index_select(1, rows.reshape(-1)).reshape(table.shape[0], *x.shape).unbind(0)
     return position, constants
+
+
+def _offset(x: torch.Tensor, position: torch.Tensor, plan: KnotPlan, start: torch.Tensor) -> torch.Tensor:
+    """u = x - t_s, and 0 for inputs outside the knots, so their (discarded) values stay
+    finite instead of overflowing to inf and turning into NaN when masked. (``where`` rather
+    than a clamp: a clamp would halve the gradient of inputs exactly on the first knot.)"""
+    inside = (position >= 1) & (position <= plan.knots.shape[1] - 1)
+    return torch.where(inside, x - start, torch.zeros_like(x))
 
 
 def _triangle(u: torch.Tensor, constants, k: int, degree: int) -> list[torch.Tensor]:
@@ -336,30 +386,21 @@ def is_uniform(knots: torch.Tensor) -> bool:
 
 
 def _locate_uniform(x: torch.Tensor, plan: KnotPlan):
-    """``position`` (as ``_locate``) and ``f`` in [0, 1) within the interval, for evenly
-    spaced knots."""
+    """``position`` (as ``_locate``) and ``f`` in [0, 1] within the interval, for evenly
+    spaced knots. NaN inputs land on the 'below' row; far-out inputs get a finite f."""
     n_knots = plan.knots.shape[1]
     scaled = (x - plan.start) / plan.step
     span = torch.floor(scaled)
-    position = (span + 1).clamp(0, n_knots).long()
-    return position, scaled - span.clamp(0, n_knots - 2)
+    position = torch.nan_to_num(span + 1, nan=0.0).clamp(0, n_knots).long()
+    return position, (scaled - span.clamp(0, n_knots - 2)).clamp(0, 1)
 
 
-def _cardinal_triangle(f: torch.Tensor, degree: int) -> list[torch.Tensor]:
-    """de Boor's triangle on evenly spaced knots: every denominator is p steps, so in units
-    of the step ``left_p = f + p - 1``, ``right_p = p - f`` and the reciprocals are ``1 / p``."""
-    values = [torch.ones_like(f)]
-    for p in range(1, degree + 1):
-        new = []
-        carried = None
-        for r in range(p):
-            temp = values[r] / p
-            right = (r + 1 - f) * temp
-            new.append(right if carried is None else right + carried)
-            carried = (f + p - r - 1) * temp
-        new.append(carried)
-        values = new
-    return values
+def _powers(f: torch.Tensor, degree: int) -> torch.Tensor:
+    """``[1, f, .., f^degree]`` stacked on a new last axis."""
+    terms = [torch.ones_like(f)]
+    for _ in range(degree):
+        terms.append(terms[-1] * f)
+    return torch.stack(terms, dim=-1)
 
 
 def _basis_index(position: torch.Tensor, plan: KnotPlan) -> tuple[torch.Tensor, torch.Tensor]:
@@ -383,12 +424,12 @@ def local_basis(x: torch.Tensor, plan: KnotPlan) -> tuple[torch.Tensor, torch.Te
     k = plan.k
     if plan.uniform:
         position, f = _locate_uniform(x, plan)
-        values = _cardinal_triangle(f, k)
+        values = _powers(f, k) @ plan.cardinal
     else:
         position, constants = _locate(x, plan, plan.triangle_table)
-        values = _triangle(x - constants[0], constants, k, k)
+        values = torch.stack(_triangle(_offset(x, position, plan, constants[0]), constants, k, k), dim=-1)
     index, exists = _basis_index(position, plan)
-    return torch.stack(values, dim=-1) * exists, index
+    return values * exists, index
 
 
 def _local_derivative(x: torch.Tensor, plan: KnotPlan) -> tuple[torch.Tensor, torch.Tensor]:
@@ -400,13 +441,11 @@ def _local_derivative(x: torch.Tensor, plan: KnotPlan) -> tuple[torch.Tensor, to
     k = plan.k
     if plan.uniform:
         position, f = _locate_uniform(x, plan)
-        lower = _cardinal_triangle(f, k - 1)
-        zero = torch.zeros_like(f)
-        terms = [low - high for low, high in zip([zero] + lower, lower + [zero])]
+        derivative = _powers(f, k - 1) @ plan.cardinal_derivative
         index, exists = _basis_index(position, plan)
-        return torch.stack(terms, dim=-1) * (exists / plan.step.unsqueeze(-1)), index
+        return derivative * (exists / plan.step.unsqueeze(-1)), index
     position, constants = _locate(x, plan, plan.triangle_table)
-    lower = _triangle(x - constants[0], constants, k, k - 1)  # N_{s-k+1 .. s, k-1}
+    lower = _triangle(_offset(x, position, plan, constants[0]), constants, k, k - 1)  # N_{s-k+1 .. s, k-1}
     _, factors = _locate(x, plan, plan.derivative_table)
     left_factor, right_factor = factors[: k + 1], factors[k + 1 :]
     terms = []

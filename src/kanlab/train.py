@@ -12,6 +12,7 @@ when ``lamb == 0``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import sys
@@ -121,10 +122,9 @@ def _prepare_data(dataset, model: KAN, test, batch: int, generator: torch.Genera
     """Batches, the test pair (or None) and a tensor of training inputs to remember."""
     if isinstance(dataset, torch.utils.data.DataLoader):
         batches = _loader_batches(dataset, model)
-        first_x, _ = next(iter(_loader_batches(dataset, model)))
-        train_x = first_x
+        first = next(batches)  # remembered as the model's sample, then trained on first
         test_pair = _check_pair(test[0], test[1], "test", model) if test is not None else None
-        return batches, None, test_pair, train_x
+        return itertools.chain([first], batches), test_pair, first[0]
     if isinstance(dataset, Mapping):
         missing = [key for key in ("train_input", "train_label") if key not in dataset]
         if missing:
@@ -142,7 +142,7 @@ def _prepare_data(dataset, model: KAN, test, batch: int, generator: torch.Genera
     test_pair = _check_pair(test[0], test[1], "test", model) if test is not None else None
     if not (batch == -1 or (isinstance(batch, int) and batch >= 1)):
         raise ValueError(f"batch must be -1 (whole set) or a positive int, got {batch!r}")
-    return _batches(*train, batch, generator), train, test_pair, train[0]
+    return _batches(*train, batch, generator), test_pair, train[0]
 
 
 def _mse(pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -210,7 +210,7 @@ def fit(
     if lamb < 0:
         raise ValueError(f"lamb must be >= 0, got {lamb!r}")
     generator = torch.Generator().manual_seed(model.seed if seed is None else seed)
-    batches, _, test_pair, train_x = _prepare_data(dataset, model, test, batch, generator)
+    batches, test_pair, train_x = _prepare_data(dataset, model, test, batch, generator)
     model.remember_inputs(train_x, generator)
     loss_fn = loss_fn or _mse
     metrics = dict(metrics or {})
