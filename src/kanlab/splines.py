@@ -207,32 +207,47 @@ def _check_basis_arguments(x: torch.Tensor, knots: torch.Tensor, k: int) -> None
         raise ValueError(f"knots needs at least k + 2 = {k + 2} knots per input, got {knots.shape[1]}")
 
 
-def _interval_tables(knots: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Knot-only constants of every interval, so per-sample work is multiply-adds.
+def _interval_polynomials(knots: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per interval, the k + 1 local bases (and their derivatives) as polynomials in u = x - t_s.
 
-    For input i and interval s (t_s <= x < t_{s+1}), with u = x - t_s, the triangle table's
-    columns are ``t_s``; ``a_p = t_s - t_{s+1-p}`` and ``b_p = t_{s+p} - t_s`` (p = 1..k), so de
-    Boor's ``left_p = u + a_p`` and ``right_p = b_p - u``; and the reciprocal denominators
-    ``1 / (t_{s+r+1} - t_{s+1-p+r})`` of every level p and entry r. The derivative table holds
-    ``1 / (t_{m+k} - t_m)`` and ``1 / (t_{m+k+1} - t_{m+1})`` for m = s-k .. s. Zero-length
-    intervals give 0 (the 0/0 := 0 convention). Knots beyond the ends are padded evenly; they
-    only reach bases that do not exist. Both are ``(columns, in * (n_knots - 1))``.
+    On interval s (t_s <= x < t_{s+1}) of input i, N_{s-k+r, k} is a polynomial of degree k in
+    u. Its coefficients come from de Boor's recursion run on coefficient arrays, vectorised
+    over every interval: ``left_p = u + (t_s - t_{s+1-p})``, ``right_p = (t_{s+p} - t_s) - u``,
+    divided by ``t_{s+r+1} - t_{s+1-p+r}`` (0 where two knots coincide, the 0/0 := 0
+    convention). Knots beyond the ends are padded evenly; they only reach bases that do not
+    exist. Rows are ``i * (n_knots - 1) + s``; the value table's columns are ``t_s`` and then,
+    power by power, the coefficients of the k + 1 bases, ``(rows, 1 + (k + 1)^2)``; the
+    derivative table holds d/du the same way, ``(rows, 1 + k (k + 1))``.
     """
     n_knots = knots.shape[1]
     spacing = (knots[:, -1:] - knots[:, :1]) / (n_knots - 1)
     ladder = torch.arange(1, k + 1, dtype=knots.dtype, device=knots.device)
     padded = torch.cat([knots[:, :1] - spacing * ladder.flip(0), knots, knots[:, -1:] + spacing * ladder], dim=1)
-    w = padded.unfold(1, 2 * k + 2, 1).permute(2, 0, 1)  # w[q] = t_{s-k+q}: (2k+2, in, n-1)
+    w = padded.unfold(1, 2 * k + 2, 1).reshape(-1, 2 * k + 2).T  # w[q] = t_{s-k+q}, one column per row
     start = w[k]
-    triangle = [start]
-    triangle += [start - w[k + 1 - p] for p in range(1, k + 1)]
-    triangle += [w[k + p] - start for p in range(1, k + 1)]
-    triangle += [_reciprocal_or_zero(w[k + 1 + r] - w[k + 1 - p + r]) for p in range(1, k + 1) for r in range(p)]
-    derivative = [_reciprocal_or_zero(w[k + r] - w[r]) for r in range(k + 1)]
-    derivative += [_reciprocal_or_zero(w[k + 1 + r] - w[1 + r]) for r in range(k + 1)]
+
+    def times_u(c: torch.Tensor) -> torch.Tensor:  # (rows, k + 1) coefficients times u
+        return torch.cat([torch.zeros_like(c[:, :1]), c[:, :-1]], dim=1)
+
+    one = torch.zeros(start.shape[0], k + 1, dtype=knots.dtype, device=knots.device)
+    one[:, 0] = 1
+    values = [one]
+    for p in range(1, k + 1):
+        new, carried = [], None
+        for r in range(p):
+            temp = values[r] * _reciprocal_or_zero(w[k + 1 + r] - w[k + 1 - p + r]).unsqueeze(1)
+            right = (w[k + r + 1] - start).unsqueeze(1) * temp - times_u(temp)
+            new.append(right if carried is None else right + carried)
+            carried = (start - w[k + r + 1 - p]).unsqueeze(1) * temp + times_u(temp)
+        new.append(carried)
+        values = new
+    coefficients = torch.stack(values, dim=-1)  # (rows, power, basis)
+    powers = torch.arange(1, k + 1, dtype=knots.dtype, device=knots.device).view(1, k, 1)
+    derivative = coefficients[:, 1:] * powers
+    rows = start.shape[0]
     return (
-        torch.stack(triangle).reshape(len(triangle), -1).contiguous(),
-        torch.stack(derivative).reshape(len(derivative), -1).contiguous(),
+        torch.cat([start.unsqueeze(1), coefficients.reshape(rows, -1)], dim=1).contiguous(),
+        torch.cat([start.unsqueeze(1), derivative.reshape(rows, -1)], dim=1).contiguous(),
     )
 
 
@@ -249,7 +264,7 @@ class KnotPlan:
     uniform: bool
     start: torch.Tensor  # (in,) first knot
     step: torch.Tensor  # (in,) spacing (uniform knots only)
-    triangle_table: torch.Tensor | None  # general knots only
+    value_table: torch.Tensor | None  # general knots only: see _interval_polynomials
     derivative_table: torch.Tensor | None
     basis_index: torch.Tensor  # (n_knots + 1, k + 1) clamped basis index per interval row
     basis_exists: torch.Tensor  # (n_knots + 1, k + 1) 0/1: that basis exists
@@ -275,7 +290,7 @@ def plan_knots(knots: torch.Tensor, k: int, uniform: bool | None = None) -> Knot
     index = span - k + torch.arange(k + 1, device=knots.device)
     real = (span >= 0) & (span <= n_knots - 2)
     exists = ((index >= 0) & (index < n_knots - k - 1) & real).to(knots.dtype)
-    tables = (None, None) if uniform else _interval_tables(knots, k)
+    tables = (None, None) if uniform else _interval_polynomials(knots, k)
     cardinal, cardinal_derivative = _cardinal_polynomials(k)
     return KnotPlan(
         knots=knots,
@@ -283,7 +298,7 @@ def plan_knots(knots: torch.Tensor, k: int, uniform: bool | None = None) -> Knot
         uniform=uniform,
         start=knots[:, 0].contiguous(),
         step=(knots[:, -1] - knots[:, 0]) / (n_knots - 1),
-        triangle_table=tables[0],
+        value_table=tables[0],
         derivative_table=tables[1],
         basis_index=index.clamp(0, n_knots - k - 2),
         basis_exists=exists,
@@ -329,19 +344,28 @@ def _cardinal_polynomials(k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _locate(x: torch.Tensor, plan: KnotPlan, table: torch.Tensor):
-    """Interval row and per-entry constants for ``x`` ``(N, in)`` (general knots).
+    """Interval row and that interval's table row for every entry of ``x`` ``(N, in)``.
 
     Returns ``position`` (s + 1, or 0 below t_0 and n_knots at or above t_last; the row of
-    the plan's basis tables) and the columns of ``table`` at each entry's interval (s clamped
-    to a real one), a list of ``(N, in)`` tensors.
+    the plan's basis tables) and ``(N, in, columns)``: the row of ``table`` for each entry's
+    interval (s clamped to a real one).
     """
     knots = plan.knots
     n_knots = knots.shape[1]
     position = torch.searchsorted(knots, x.T.contiguous(), right=True).T
     span = (position - 1).clamp(0, n_knots - 2)
     rows = span + torch.arange(knots.shape[0], device=x.device) * (n_knots - 1)
-    constants = table.index_select(1, rows.reshape(-1)).reshape(table.shape[0], *x.shape).unbind(0)
-    return position, constants
+    return position, table.index_select(0, rows.reshape(-1)).reshape(*x.shape, table.shape[1])
+
+
+def _horner(u: torch.Tensor, rows: torch.Tensor, degree: int, width: int) -> torch.Tensor:
+    """Evaluate, per entry, ``width`` polynomials of ``degree`` in ``u`` ``(N, in)`` whose
+    coefficients are ``rows[..., 1:]`` power by power; returns ``(N, in, width)``."""
+    u = u.unsqueeze(-1)
+    values = rows[..., 1 + degree * width : 1 + (degree + 1) * width]
+    for power in range(degree - 1, -1, -1):
+        values = torch.addcmul(rows[..., 1 + power * width : 1 + (power + 1) * width], values, u)
+    return values
 
 
 def _offset(x: torch.Tensor, position: torch.Tensor, plan: KnotPlan, start: torch.Tensor) -> torch.Tensor:
@@ -350,31 +374,6 @@ def _offset(x: torch.Tensor, position: torch.Tensor, plan: KnotPlan, start: torc
     than a clamp: a clamp would halve the gradient of inputs exactly on the first knot.)"""
     inside = (position >= 1) & (position <= plan.knots.shape[1] - 1)
     return torch.where(inside, x - start, torch.zeros_like(x))
-
-
-def _triangle(u: torch.Tensor, constants, k: int, degree: int) -> list[torch.Tensor]:
-    """de Boor's triangle: the ``degree + 1`` bases of that degree that can be non-zero at x.
-
-    Entry r is N_{s-degree+r, degree}(x). Plain differentiable tensor operations on
-    ``(N, in)`` tensors, so autograd gives exact derivatives of any order in ``u``.
-    """
-    a = constants[1 : k + 1]
-    b = constants[k + 1 : 2 * k + 1]
-    reciprocals = constants[2 * k + 1 :]
-    values = [torch.ones_like(u)]
-    offset = 0
-    for p in range(1, degree + 1):
-        new = []
-        carried = None
-        for r in range(p):
-            temp = values[r] * reciprocals[offset + r]
-            right = (b[r] - u) * temp
-            new.append(right if carried is None else right + carried)
-            carried = (u + a[p - r - 1]) * temp
-        new.append(carried)
-        values = new
-        offset += p
-    return values
 
 
 def is_uniform(knots: torch.Tensor) -> bool:
@@ -426,17 +425,18 @@ def local_basis(x: torch.Tensor, plan: KnotPlan) -> tuple[torch.Tensor, torch.Te
         position, f = _locate_uniform(x, plan)
         values = _powers(f, k) @ plan.cardinal
     else:
-        position, constants = _locate(x, plan, plan.triangle_table)
-        values = torch.stack(_triangle(_offset(x, position, plan, constants[0]), constants, k, k), dim=-1)
+        position, rows = _locate(x, plan, plan.value_table)
+        values = _horner(_offset(x, position, plan, rows[..., 0]), rows, k, k + 1)
     index, exists = _basis_index(position, plan)
-    return values * exists, index
+    # The power form can round a zero to -1e-17; bases are non-negative by definition.
+    return values.clamp_min(0) * exists, index
 
 
 def _local_derivative(x: torch.Tensor, plan: KnotPlan) -> tuple[torch.Tensor, torch.Tensor]:
     """d/dx of the ``k + 1`` local bases, ``(N, in, k + 1)``, with their indices.
 
-    dN_{m,k} = k (N_{m,k-1} / (t_{m+k} - t_m) - N_{m+1,k-1} / (t_{m+k+1} - t_{m+1})),
-    which on evenly spaced knots is (N_{m,k-1} - N_{m+1,k-1}) / step.
+    Both paths differentiate the local polynomials exactly: in f (then / step) on evenly
+    spaced knots, in u from the plan's derivative table otherwise.
     """
     k = plan.k
     if plan.uniform:
@@ -444,19 +444,10 @@ def _local_derivative(x: torch.Tensor, plan: KnotPlan) -> tuple[torch.Tensor, to
         derivative = _powers(f, k - 1) @ plan.cardinal_derivative
         index, exists = _basis_index(position, plan)
         return derivative * (exists / plan.step.unsqueeze(-1)), index
-    position, constants = _locate(x, plan, plan.triangle_table)
-    lower = _triangle(_offset(x, position, plan, constants[0]), constants, k, k - 1)  # N_{s-k+1 .. s, k-1}
-    _, factors = _locate(x, plan, plan.derivative_table)
-    left_factor, right_factor = factors[: k + 1], factors[k + 1 :]
-    terms = []
-    for r in range(k + 1):
-        term = lower[r - 1] * left_factor[r] if r > 0 else None
-        if r < k:
-            right = lower[r] * right_factor[r]
-            term = -right if term is None else term - right
-        terms.append(term)
+    position, rows = _locate(x, plan, plan.derivative_table)
+    derivative = _horner(_offset(x, position, plan, rows[..., 0]), rows, k - 1, k + 1)
     index, exists = _basis_index(position, plan)
-    return torch.stack(terms, dim=-1) * (k * exists), index
+    return derivative * exists, index
 
 
 class _BasisFeatures(torch.autograd.Function):
