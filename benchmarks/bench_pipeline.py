@@ -2,8 +2,11 @@
 
 KAN(width) on exp(sin(pi x) + y^2), 1000 train / 1000 test points, float64, LBFGS, grids
 refined through ``--grids`` with ``--steps`` steps each (pykan's defaults for grid updates).
-pykan runs in its own interpreter (``--pykan-python``), interleaved with kanlab, ``--repeats``
-times; times are medians, RMSEs from the last repeat. Writes its section of RESULTS.md.
+pykan runs in its own interpreter (``--pykan-python``), interleaved with kanlab, once per seed
+in ``--seeds`` (each seed: its own data and initial parameters; pykan starts from kanlab's
+initial model, copied into its layout, so both run the same steps from the same point);
+times and test RMSEs are medians over the seeds, with every seed's final RMSE listed.
+Writes its section of RESULTS.md.
 
     .venv/bin/python benchmarks/bench_pipeline.py --pykan-python .venv-pykan/bin/python
 """
@@ -29,11 +32,28 @@ import kanlab  # noqa: E402
 HERE = pathlib.Path(__file__).parent
 
 
+def initial_model(width, grid, seed):
+    return kanlab.KAN(width, grid=grid, k=3, seed=seed, dtype=torch.float64)
+
+
+def pykan_layout(model) -> list[dict]:
+    """The initial parameters in pykan's (in, out, ...) layout, for pykan_pipeline.py."""
+    return [
+        {
+            "grid": layer.grid.clone(),
+            "coef": layer.coef.detach().permute(1, 0, 2).contiguous(),
+            "scale_base": layer.scale_base.detach().T.contiguous(),
+            "scale_sp": layer.scale_sp.detach().T.contiguous(),
+        }
+        for layer in model.layers
+    ]
+
+
 def run_kanlab(data, width, grids, steps, seed):
     model, stages = None, []
     for grid in grids:
         begin = time.perf_counter()
-        model = kanlab.KAN(width, grid=grid, k=3, seed=seed, dtype=torch.float64) if model is None else model.refine(grid)
+        model = initial_model(width, grid, seed) if model is None else model.refine(grid)
         history = model.fit(data, opt="LBFGS", steps=steps, log=steps, progress=False)
         stages.append([grid, time.perf_counter() - begin, history["train_loss"][-1], history["test_loss"][-1]])
     return stages
@@ -54,46 +74,58 @@ def main() -> None:
     parser.add_argument("--width", default="2,5,1")
     parser.add_argument("--grids", default="5,10,20,50")
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0,1,2", help="data and initialisation seeds, comma separated")
     args = parser.parse_args()
     width = [int(v) for v in args.width.split(",")]
     grids = [int(v) for v in args.grids.split(",")]
+    seeds = [int(v) for v in args.seeds.split(",")]
     function, n_var = kanlab.paper_function("exp_sin")
-    data = kanlab.create_dataset(function, n_var=n_var, train_num=1000, test_num=1000, seed=args.seed, dtype=torch.float64)
 
     ours, theirs, imports = [], [], []
     with tempfile.TemporaryDirectory() as folder:
-        data_path = pathlib.Path(folder) / "data.pt"
-        torch.save(data, data_path)
-        for _ in range(args.repeats):
-            ours.append(run_kanlab(data, width, grids, args.steps, args.seed))
+        for seed in seeds:
+            data = kanlab.create_dataset(function, n_var=n_var, train_num=1000, test_num=1000, seed=seed, dtype=torch.float64)
+            data_path = pathlib.Path(folder) / f"data{seed}.pt"
+            torch.save({**data, "initial": pykan_layout(initial_model(width, grids[0], seed))}, data_path)
+            ours.append(run_kanlab(data, width, grids, args.steps, seed))
             if args.pykan_python:
-                result = run_pykan(args.pykan_python, data_path, width, grids, args.steps, args.seed)
+                result = run_pykan(args.pykan_python, data_path, width, grids, args.steps, seed)
                 theirs.append(result["stages"])
                 imports.append(result["import"])
+
+    def median_of(runs, index, column):
+        return statistics.median(run[index][column] for run in runs)
 
     def total(runs):
         return statistics.median(sum(stage[1] for stage in run) for run in runs)
 
     rows = []
     for index, grid in enumerate(grids):
-        row = [str(grid), f"{statistics.median(r[index][1] for r in ours):.2f}", f"{ours[-1][index][3]:.2e}"]
+        row = [str(grid), f"{median_of(ours, index, 1):.2f}", f"{median_of(ours, index, 3):.2e}"]
         if theirs:
-            pyk_time = statistics.median(r[index][1] for r in theirs)
-            row += [f"{pyk_time:.2f}", f"{theirs[-1][index][3]:.2e}",
-                    f"{pyk_time / statistics.median(r[index][1] for r in ours):.1f}x"]
+            row += [
+                f"{median_of(theirs, index, 1):.2f}",
+                f"{median_of(theirs, index, 3):.2e}",
+                f"{median_of(theirs, index, 1) / median_of(ours, index, 1):.1f}x",
+            ]
         rows.append(row)
     header = ["grid", "kanlab s", "kanlab test RMSE"] + (["pykan s", "pykan test RMSE", "speed-up"] if theirs else [])
-    summary = f"total: kanlab {total(ours):.1f} s"
+    finals = "final test RMSE per seed " + ", ".join(
+        f"{seed}: kanlab {o[-1][3]:.1e}" + (f" / pykan {t[-1][3]:.1e}" if theirs else "")
+        for seed, o, t in zip(seeds, ours, theirs or ours)
+    )
+    summary = f"total (median over seeds): kanlab {total(ours):.1f} s"
     if theirs:
-        summary += f", pykan {total(theirs):.1f} s (+ {statistics.median(imports):.1f} s import): {total(theirs) / total(ours):.1f}x faster"
+        summary += (
+            f", pykan {total(theirs):.1f} s (+ {statistics.median(imports):.1f} s import): "
+            f"kanlab {total(theirs) / total(ours):.1f}x faster"
+        )
     command = "`.venv/bin/python benchmarks/bench_pipeline.py --pykan-python .venv-pykan/bin/python`"
     text = (
         f"## Demo pipeline: KAN{width} on exp(sin(pi x) + y^2), {args.steps} LBFGS steps per grid\n\n"
-        f"{command}: float64, 1000 train / 1000 test points, seed {args.seed}, medians of {args.repeats} "
-        f"interleaved runs (torch {torch.__version__}, {torch.get_num_threads()} threads).\n\n"
-        + markdown_table(header, rows) + f"\n\n{summary}\n"
+        f"{command}: float64, 1000 train / 1000 test points, medians over seeds {args.seeds} "
+        f"(interleaved; torch {torch.__version__}, {torch.get_num_threads()} threads).\n\n"
+        + markdown_table(header, rows) + f"\n\n{summary}\n\n{finals}\n"
     )
     print(text)
     write_section(f"pipeline-{'-'.join(map(str, width))}", text)
