@@ -158,3 +158,19 @@ def test_grid_extension_accuracy_matches_the_paper():
         model = KAN([2, 1, 1], grid=grid, seed=0, dtype=torch.float64) if model is None else model.refine(grid)
         reached[grid] = model.fit(data, steps=50, progress=False)["test_loss"][-1]
     assert all(reached[grid] <= target for grid, target in targets.items()), reached
+
+
+def test_progress_bar_when_asked_and_silent_on_a_pipe(data64, capsys):
+    model = KAN([2, 2, 1], dtype=torch.float64)
+    model.fit(data64, steps=3, progress=True)
+    assert "fit" in capsys.readouterr().err
+    model.fit(data64, steps=3)  # default: only on a terminal; pytest's stderr is not one
+    assert capsys.readouterr().err == ""
+
+
+def test_float32_training_works():
+    function, n_var = paper_function("exp_sin")
+    data = create_dataset(function, n_var=n_var, train_num=200, test_num=50, dtype=torch.float32)
+    model = KAN([2, 3, 1])
+    history = model.fit(data, steps=10, progress=False)
+    assert history["train_loss"][-1] < 0.15 * history["train_loss"][0] and model.dtype == torch.float32
