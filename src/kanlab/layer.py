@@ -129,7 +129,7 @@ class KANLinear(nn.Module):
 
     # ------------------------------------------------------------------ set-up
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """Draw the paper's initialisation; ``generator`` (CPU) makes it reproducible."""
+        """Draw the initial parameters (class docstring); a CPU ``generator`` makes it reproducible."""
 
         def uniform(*shape: int) -> torch.Tensor:
             draw = torch.rand(*shape, generator=generator, dtype=torch.float64)
@@ -256,8 +256,11 @@ class KANLinear(nn.Module):
         knot span had a zero spline part, and keep it.
         """
         self._check_input(x)
-        new_knots = splines.knots_from_samples(x.reshape(-1, self.in_features), self.grid_size, self.k, self.grid_eps)
-        self._move_knots(new_knots, x.reshape(-1, self.in_features))
+        samples = x.reshape(-1, self.in_features)
+        new_knots = splines.knots_from_samples(samples, self.grid_size, self.k, self.grid_eps)
+        new_coef = splines.refit_spline(self.grid, self.coef, self.k, new_knots, samples)
+        self.grid.copy_(new_knots)  # the layer's knot tables follow (see grid_changed)
+        self.coef.copy_(new_coef)
 
     @torch.no_grad()
     def refined(self, grid: int, x: torch.Tensor | None = None) -> "KANLinear":
@@ -293,11 +296,6 @@ class KANLinear(nn.Module):
             return splines.knots_from_samples(samples, grid, self.k, self.grid_eps)
         low, high = splines.knot_span(self.grid, self.k)
         return splines.knots_between(low, high, grid, self.k)
-
-    def _move_knots(self, new_knots: torch.Tensor, samples: torch.Tensor) -> None:
-        new_coef = splines.refit_spline(self.grid, self.coef, self.k, new_knots, samples)
-        self.grid.copy_(new_knots)
-        self.coef.copy_(new_coef)
 
 
 KANLayer = KANLinear
