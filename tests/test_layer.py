@@ -190,3 +190,9 @@ def test_far_out_and_nan_inputs_do_not_crash_or_poison(adapted):
     torch.testing.assert_close(out[0], expected)
     assert torch.isnan(out[1]).all() and torch.isfinite(out[2]).all()
     torch.testing.assert_close(out[2], _reference_forward(layer, x[2:]).squeeze(0))
+
+
+def test_nan_input_stays_nan_without_a_residual():
+    layer = _layer(base_fun="zero")
+    out = layer(torch.tensor([[float("nan"), 0.1, 0.2], [0.1, 0.2, 0.3]], dtype=torch.float64))
+    assert torch.isnan(out[0]).all() and torch.isfinite(out[1]).all()

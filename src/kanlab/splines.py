@@ -268,8 +268,9 @@ class KnotPlan:
     derivative_table: torch.Tensor | None
     basis_index: torch.Tensor  # (n_knots + 1, k + 1) clamped basis index per interval row
     basis_exists: torch.Tensor  # (n_knots + 1, k + 1) 0/1: that basis exists
-    cardinal: torch.Tensor  # (k + 1, k + 1): powers of f -> the k + 1 uniform local bases
-    cardinal_derivative: torch.Tensor  # (k, k + 1): powers of f -> their f-derivatives
+    cardinal: tuple  # per local basis, its power coefficients in f (uniform knots)
+    cardinal_derivative: tuple  # per local basis, the power coefficients of its f-derivative
+    scatter_index: torch.Tensor  # (n_knots + 1, k + 1) like basis_index, but G + k where no basis exists
 
     @property
     def n_basis(self) -> int:
@@ -302,8 +303,9 @@ def plan_knots(knots: torch.Tensor, k: int, uniform: bool | None = None) -> Knot
         derivative_table=tables[1],
         basis_index=index.clamp(0, n_knots - k - 2),
         basis_exists=exists,
-        cardinal=cardinal.to(device=knots.device, dtype=knots.dtype),
-        cardinal_derivative=cardinal_derivative.to(device=knots.device, dtype=knots.dtype),
+        cardinal=tuple(tuple(cardinal[:, r].tolist()) for r in range(k + 1)),
+        cardinal_derivative=tuple(tuple(cardinal_derivative[:, r].tolist()) for r in range(k + 1)),
+        scatter_index=torch.where(exists > 0, index.clamp(0, n_knots - k - 2), n_knots - k - 1),
     )
 
 
@@ -394,12 +396,17 @@ def _locate_uniform(x: torch.Tensor, plan: KnotPlan):
     return position, (scaled - span.clamp(0, n_knots - 2)).clamp(0, 1)
 
 
-def _powers(f: torch.Tensor, degree: int) -> torch.Tensor:
-    """``[1, f, .., f^degree]`` stacked on a new last axis."""
-    terms = [torch.ones_like(f)]
-    for _ in range(degree):
-        terms.append(terms[-1] * f)
-    return torch.stack(terms, dim=-1)
+def _polynomials(f: torch.Tensor, coefficients: tuple, in_place: bool) -> torch.Tensor:
+    """Evaluate one polynomial per entry of ``coefficients`` (low power first) at ``f`` by
+    Horner's rule with scalar coefficients; stacked on a new last axis. ``in_place`` reuses
+    buffers (only where no autograd graph is being built)."""
+    values = []
+    for powers in coefficients:
+        value = torch.full_like(f, powers[-1])
+        for c in reversed(powers[:-1]):
+            value = value.mul_(f).add_(c) if in_place else value * f + c
+        values.append(value)
+    return torch.stack(values, dim=-1)
 
 
 def _basis_index(position: torch.Tensor, plan: KnotPlan) -> tuple[torch.Tensor, torch.Tensor]:
@@ -413,6 +420,20 @@ def _basis_index(position: torch.Tensor, plan: KnotPlan) -> tuple[torch.Tensor, 
     )
 
 
+def _local_values(x: torch.Tensor, plan: KnotPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k + 1`` local polynomial values ``(N, in, k + 1)`` (not yet masked) and the
+    interval row of every entry."""
+    k = plan.k
+    if plan.uniform:
+        position, f = _locate_uniform(x, plan)
+        values = _polynomials(f, plan.cardinal, in_place=not torch.is_grad_enabled())
+    else:
+        position, rows = _locate(x, plan, plan.value_table)
+        values = _horner(_offset(x, position, plan, rows[..., 0]), rows, k, k + 1)
+    # The power form can round a zero to -1e-17; bases are non-negative by definition.
+    return values.clamp_min(0), position
+
+
 def local_basis(x: torch.Tensor, plan: KnotPlan) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k + 1`` possibly non-zero bases at each ``x`` ``(N, in)`` and their indices.
 
@@ -420,16 +441,9 @@ def local_basis(x: torch.Tensor, plan: KnotPlan) -> tuple[torch.Tensor, torch.Te
     ``values[..., r]``. Entries of bases that do not exist (near the ends of the knot vector)
     and every entry for ``x`` outside ``[t_0, t_last)`` have value 0 and a clamped index.
     """
-    k = plan.k
-    if plan.uniform:
-        position, f = _locate_uniform(x, plan)
-        values = _powers(f, k) @ plan.cardinal
-    else:
-        position, rows = _locate(x, plan, plan.value_table)
-        values = _horner(_offset(x, position, plan, rows[..., 0]), rows, k, k + 1)
+    values, position = _local_values(x, plan)
     index, exists = _basis_index(position, plan)
-    # The power form can round a zero to -1e-17; bases are non-negative by definition.
-    return values.clamp_min(0) * exists, index
+    return values * exists, index
 
 
 def _local_derivative(x: torch.Tensor, plan: KnotPlan) -> tuple[torch.Tensor, torch.Tensor]:
@@ -441,7 +455,7 @@ def _local_derivative(x: torch.Tensor, plan: KnotPlan) -> tuple[torch.Tensor, to
     k = plan.k
     if plan.uniform:
         position, f = _locate_uniform(x, plan)
-        derivative = _powers(f, k - 1) @ plan.cardinal_derivative
+        derivative = _polynomials(f, plan.cardinal_derivative, in_place=not torch.is_grad_enabled())
         index, exists = _basis_index(position, plan)
         return derivative * (exists / plan.step.unsqueeze(-1)), index
     position, rows = _locate(x, plan, plan.derivative_table)
@@ -453,8 +467,9 @@ def _local_derivative(x: torch.Tensor, plan: KnotPlan) -> tuple[torch.Tensor, to
 class _BasisFeatures(torch.autograd.Function):
     """Dense ``(N, in * (G + k [+ 1]))`` features from the local bases, with an exact backward.
 
-    The forward scatters the ``k + 1`` local bases of each input into its ``G + k`` columns
-    (and the residual values ``base`` into one more column, when given). The backward
+    The forward writes the ``k + 1`` local bases of each input into its ``G + k`` columns and
+    the residual values ``base`` into one more column (entries of bases that do not exist go
+    to that column first and are overwritten; without ``base`` it is dropped). The backward
     gathers the incoming gradient at the same columns and recomputes the local derivatives
     from ``x`` with differentiable operations, so ``create_graph=True`` gives exact second
     derivatives.
@@ -462,15 +477,17 @@ class _BasisFeatures(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, base, plan):
-        values, index = local_basis(x, plan)
+        values, position = _local_values(x, plan)
         n_basis = plan.n_basis
-        width = n_basis + (base is not None)
-        features = x.new_zeros(x.shape[0], x.shape[1], width)
-        features.scatter_add_(2, index, values)
+        index = plan.scatter_index.index_select(0, position.reshape(-1)).reshape(values.shape)
+        features = x.new_zeros(x.shape[0], x.shape[1], n_basis + 1)
+        features.scatter_(2, index, values)
         if base is not None:
             features[..., n_basis] = base
+        else:  # drop the spare column; (x - x) carries a NaN input through, as the bases would
+            features = features[..., :n_basis] + (x - x).unsqueeze(-1)
         ctx.save_for_backward(x)
-        ctx.plan, ctx.width = plan, width
+        ctx.plan, ctx.width = plan, n_basis + (base is not None)
         return features.reshape(x.shape[0], -1)
 
     @staticmethod
