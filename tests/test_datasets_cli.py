@@ -36,11 +36,12 @@ def test_create_dataset_bad_input(kwargs, message):
 
 
 def test_cli_demo_runs_and_saves(tmp_path, capsys):
-    assert main(["demo", "--grids", "3,5", "--steps", "2", "-o", str(tmp_path / "d.kan")]) == 0
+    assert main(["demo", "--steps", "3", "-o", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "test RMSE" in out and (tmp_path / "d.kan").exists()
+    assert "test RMSE" in out and "formula" in out
+    assert (tmp_path / "model.kan").exists() and (tmp_path / "kan.png").exists()
 
 
 def test_cli_bad_input_is_one_line_error(capsys):
-    assert main(["demo", "--grids", "0"]) == 2
+    assert main(["demo", "--grid", "0", "-o", "unused"]) == 2
     assert "error: grid" in capsys.readouterr().err

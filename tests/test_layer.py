@@ -63,7 +63,7 @@ def test_dropin_shapes_and_module_conventions():
     assert layer(torch.rand(5)).shape == (2,)
     assert "in_features=5, out_features=2, grid=5, k=3" in repr(layer)
     assert "grid" in dict(layer.named_buffers()) and "mask" in dict(layer.named_buffers())
-    assert {name for name, _ in layer.named_parameters()} == {"coef", "scale_base", "scale_sp"}
+    assert {name for name, _ in layer.named_parameters()} == {"coef", "scale_base", "scale_sp", "symbolic_affine"}
     assert KANLinear(5, 2, bias=True).bias.shape == (2,)
     assert KANLinear(2, 2, dtype=torch.float64).grid.dtype == torch.float64
 

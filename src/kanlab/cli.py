@@ -14,12 +14,9 @@ def _demo(args: argparse.Namespace) -> int:
 
     from .demo import run_demo
 
-    grids = tuple(int(g) for g in args.grids.split(","))
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
-    model = run_demo(grids=grids, steps=args.steps, seed=args.seed, dtype=dtype)
-    if args.output:
-        model.save(args.output)
-        print(f"saved the model to {args.output}")
+    run_demo(steps=args.steps, grid=args.grid, refine_to=args.refine, lamb=args.lamb, seed=args.seed,
+             dtype=dtype, out_dir=args.output)
     return 0
 
 
@@ -27,12 +24,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kanlab", description="Kolmogorov-Arnold Networks")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="train a KAN on exp(sin(pi x) + y^2) with grid extension")
-    demo.add_argument("--grids", default="5,10,20,50", help="grid sizes, comma separated (default 5,10,20,50)")
-    demo.add_argument("--steps", type=int, default=50, help="LBFGS steps per grid (default 50)")
+    demo = commands.add_parser(
+        "demo",
+        help="the paper's workflow on exp(sin(pi x) + y^2): train, prune, refine, snap, formula",
+    )
+    demo.add_argument("--steps", type=int, default=50, help="LBFGS steps per stage (default 50)")
+    demo.add_argument("--grid", type=int, default=5, help="initial grid intervals (default 5)")
+    demo.add_argument("--refine", type=int, default=10, help="grid after refinement (default 10)")
+    demo.add_argument("--lamb", type=float, default=1e-3, help="sparsification strength (default 1e-3)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--dtype", choices=["float32", "float64"], default="float64")
-    demo.add_argument("-o", "--output", help="save the final model here")
+    demo.add_argument("-o", "--output", default=".", help="directory for kan.png and model.kan (default .)")
     demo.set_defaults(handler=_demo)
     return parser
 

@@ -10,11 +10,11 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import torch
 
-__all__ = ["save", "load", "ModelFileError", "FORMAT_NAME", "FORMAT_VERSION"]
+__all__ = ["save", "load", "write_atomically", "ModelFileError", "FORMAT_NAME", "FORMAT_VERSION"]
 
 FORMAT_NAME = "kanlab.KAN"
 FORMAT_VERSION = 1
@@ -33,6 +33,14 @@ def save(model, path) -> None:
     tensors = {name: value.detach().contiguous().cpu() for name, value in model.state_dict().items()}
     metadata = {"format": FORMAT_NAME, "version": str(FORMAT_VERSION), "config": json.dumps(config)}
     payload = to_bytes(tensors, metadata=metadata)
+    write_atomically(path, lambda stream: stream.write(payload))
+
+
+def write_atomically(path, write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write(stream)`` on a temporary file beside ``path``, fsync it, rename it over ``path``.
+
+    An interrupted write leaves any earlier file at ``path`` untouched.
+    """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
@@ -40,7 +48,7 @@ def save(model, path) -> None:
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as stream:
-            stream.write(payload)
+            write(stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
@@ -50,8 +58,12 @@ def save(model, path) -> None:
         raise
 
 
-def load(path, *, base_fun: Callable | None = None, device=None):
-    """Read a model written by ``save``; ``base_fun`` supplies a custom residual callable."""
+def load(path, *, base_fun: Callable | None = None, library=None, device=None):
+    """Read a model written by ``save``.
+
+    ``base_fun`` supplies a custom residual callable and ``library`` (a ``Library``) custom
+    symbolic functions, which are stored by name only.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load as from_bytes
 
@@ -82,7 +94,22 @@ def load(path, *, base_fun: Callable | None = None, device=None):
                 f"({config['base_fun'][7:]}); pass it as KAN.load(path, base_fun=...)"
             )
         config["base_fun"] = base_fun
+    symbolic = config.pop("symbolic", [])
+    n_inputs = config.pop("n_inputs", None)
     model = KAN(**config, dtype=dtype)
+    if n_inputs is not None:
+        model._n_inputs = int(n_inputs)
+    if symbolic:
+        from .symbolic import resolve_library
+
+        entries = resolve_library(library)
+        for l, i, j, name in symbolic:
+            if name not in entries:
+                raise ValueError(
+                    f"library: the model in {str(path)!r} uses the symbolic function {name!r}, which is not "
+                    "built in; pass a Library holding it as load(path, library=...)"
+                )
+            model.layers[l].set_symbolic(j, i, entries[name])
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as error:

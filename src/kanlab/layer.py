@@ -8,6 +8,11 @@ buffer of knots, one knot vector per input.
 
 Inputs outside an input's knot span get a zero spline part: there the edge is
 ``scale_base * b(x)`` alone. ``update_grid`` moves the knots to cover the samples it is given.
+
+An edge may instead be symbolic: ``mask * (c * f(a * x + b) + d)`` with ``f`` from the
+function library (``set_symbolic``). ``symbolic_mask`` (out, in) marks those edges and
+``symbolic_affine`` (out, in, 4) holds their trainable (a, b, c, d). The symbolic branch is
+evaluated per library function over all its edges at once, and only when the layer has one.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from . import splines
+from .functions import SymbolicFunction
 
 __all__ = ["KANLinear", "KANLayer", "resolve_base_fun", "BASE_FUNCTIONS"]
 
@@ -58,6 +64,14 @@ def resolve_base_fun(base_fun: str | Callable | None) -> tuple[str, Callable[[to
     if callable(base_fun):
         return "custom:" + getattr(base_fun, "__name__", type(base_fun).__name__), base_fun
     raise TypeError(f"base_fun must be a name, None or a callable, got {type(base_fun).__name__}")
+
+
+def _identity_affine(out_features: int, in_features: int, **factory) -> torch.Tensor:
+    """``(out, in, 4)`` symbolic parameters (a, b, c, d) = (1, 0, 1, 0)."""
+    affine = torch.zeros(out_features, in_features, 4, **factory)
+    affine[..., 0] = 1.0
+    affine[..., 2] = 1.0
+    return affine
 
 
 def _check_count(value: int, name: str) -> int:
@@ -124,6 +138,10 @@ class KANLinear(nn.Module):
         self.scale_base = nn.Parameter(torch.empty(out_features, in_features, **factory), requires_grad=sb_trainable)
         self.scale_sp = nn.Parameter(torch.empty(out_features, in_features, **factory), requires_grad=sp_trainable)
         self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
+        self.register_buffer("symbolic_mask", torch.zeros(out_features, in_features, **factory))
+        self.symbolic_affine = nn.Parameter(_identity_affine(out_features, in_features, **factory))
+        self._symbolic: dict[tuple[int, int], SymbolicFunction] = {}
+        self._symbolic_groups: list[tuple[SymbolicFunction, torch.Tensor, torch.Tensor]] = []
         self.grid_changed()
         self.reset_parameters(generator)
 
@@ -195,11 +213,16 @@ class KANLinear(nn.Module):
         if x.device != self.coef.device:
             raise ValueError(f"x is on {x.device} but the layer is on {self.coef.device}; move one of them")
 
+    def numeric_mask(self) -> torch.Tensor:
+        """``(out, in)`` weight of the spline branch: the mask, zero on symbolic edges."""
+        return self.mask * (1 - self.symbolic_mask) if self._symbolic else self.mask
+
     def _feature_weight(self, with_base: bool) -> torch.Tensor:
         """Weights ``(out, in * (G + k [+ 1]))`` matching ``splines.basis_features`` columns."""
-        weight = (self.mask * self.scale_sp).unsqueeze(-1) * self.coef
+        mask = self.numeric_mask()
+        weight = (mask * self.scale_sp).unsqueeze(-1) * self.coef
         if with_base:
-            weight = torch.cat([weight, (self.mask * self.scale_base).unsqueeze(-1)], dim=-1)
+            weight = torch.cat([weight, (mask * self.scale_base).unsqueeze(-1)], dim=-1)
         return weight.reshape(self.out_features, -1)
 
     def basis(self, x: torch.Tensor) -> torch.Tensor:
@@ -207,26 +230,130 @@ class KANLinear(nn.Module):
         return splines.bspline_basis(x, self.plan)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_edge_norms(x, edge_norms=False)[0]
+
+    def forward_with_edge_norms(self, x: torch.Tensor, edge_norms: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The output, and (if asked) each edge's spline-branch ``mean |phi|`` ``(out, in)``.
+
+        The edge norms reuse the forward pass's basis features, so the regulariser costs one
+        more product of the same size and never keeps a ``(batch, out, in)`` tensor.
+        """
         self._check_input(x)
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features)
         with_base = self.base_fun_name != "zero"
         base = self.base_fun(flat) if with_base else None
         features = splines.basis_features(flat, self.plan, base=base)
-        out = F.linear(features, self._feature_weight(with_base), self.bias)
-        return out.reshape(*lead, self.out_features)
+        weight = self._feature_weight(with_base)
+        out = F.linear(features, weight, self.bias)
+        if self._symbolic_groups:
+            out = out + self._symbolic_output(flat)
+        norms = None
+        if edge_norms:
+            shape = (self.in_features, weight.shape[1] // self.in_features)
+            norms = splines.edge_mean_abs(features.view(flat.shape[0], *shape), weight.view(self.out_features, *shape))
+        return out.reshape(*lead, self.out_features), norms
 
-    def edge_activations(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-edge values ``phi_ji(x_i)`` as ``(batch, out, in)``, for inspection and plots."""
+    def _symbolic_terms(self, flat: torch.Tensor):
+        """Per library function: its edges' rows, columns and values ``(batch, n_edges)``."""
+        for function, rows, cols in self._symbolic_groups:
+            a, b, c, d = self.symbolic_affine[rows, cols].unbind(-1)
+            values = c * function.torch(flat[:, cols] * a + b) + d
+            yield rows, cols, values * self.mask[rows, cols]
+
+    def _symbolic_output(self, flat: torch.Tensor) -> torch.Tensor:
+        """Sum of the symbolic edges into each output, ``(batch, out)``."""
+        out = flat.new_zeros(flat.shape[0], self.out_features)
+        for rows, _, values in self._symbolic_terms(flat):
+            out = out.index_add(1, rows, values)
+        return out
+
+    def edge_activations(self, x: torch.Tensor, part: str = "all") -> torch.Tensor:
+        """Per-edge values ``phi_ji(x_i)`` as ``(batch, out, in)``, for inspection and plots.
+
+        ``part="numeric"`` gives the spline branch only (zero on symbolic edges), which is
+        what the regulariser penalises; ``"all"`` adds the symbolic edges.
+        """
         self._check_input(x)
         if x.dim() != 2:
             raise ValueError(f"x must be 2-D (batch, in), got shape {tuple(x.shape)}")
+        if part not in ("all", "numeric"):
+            raise ValueError(f"part must be 'all' or 'numeric', got {part!r}")
         spline = torch.einsum("bim,oim->boi", self.basis(x), self.coef)
         residual = self.base_fun(x).unsqueeze(1)
-        return self.mask * (self.scale_base * residual + self.scale_sp * spline)
+        values = self.numeric_mask() * (self.scale_base * residual + self.scale_sp * spline)
+        if part == "all" and self._symbolic_groups:
+            symbolic = values.new_zeros(self.out_features, self.in_features, x.shape[0])
+            for rows, cols, terms in self._symbolic_terms(x):
+                symbolic = symbolic.index_put((rows, cols), terms.T)
+            values = values + symbolic.permute(2, 0, 1)
+        return values
+
+    # ------------------------------------------------------------------ symbolic edges
+    def symbolic_function(self, j: int, i: int) -> SymbolicFunction | None:
+        """The library function of edge ``i -> j``, or None for a spline edge."""
+        return self._symbolic.get((j, i))
+
+    @property
+    def symbolic_edges(self) -> dict[tuple[int, int], SymbolicFunction]:
+        """``{(out, in): function}`` for every symbolic edge (a copy)."""
+        return dict(self._symbolic)
+
+    @torch.no_grad()
+    def set_symbolic(self, j: int, i: int, function: SymbolicFunction, params: Sequence[float] = (1.0, 0.0, 1.0, 0.0)) -> None:
+        """Make edge ``i -> j`` compute ``c * function(a * x + b) + d`` with ``params = (a, b, c, d)``."""
+        self._check_edge(j, i)
+        if not isinstance(function, SymbolicFunction):
+            raise TypeError(f"function must be a SymbolicFunction, got {type(function).__name__}")
+        if len(params) != 4:
+            raise ValueError(f"params must be (a, b, c, d), got {params!r}")
+        self._symbolic[(j, i)] = function
+        self.symbolic_mask[j, i] = 1.0
+        self.symbolic_affine[j, i] = torch.as_tensor([float(p) for p in params], dtype=self.coef.dtype)
+        self._regroup()
+
+    @torch.no_grad()
+    def clear_symbolic(self, j: int, i: int) -> None:
+        """Return edge ``i -> j`` to its spline (which was kept while it was symbolic)."""
+        self._check_edge(j, i)
+        self._symbolic.pop((j, i), None)
+        self.symbolic_mask[j, i] = 0.0
+        self.symbolic_affine[j, i] = torch.as_tensor([1.0, 0.0, 1.0, 0.0], dtype=self.coef.dtype)
+        self._regroup()
+
+    def _check_edge(self, j: int, i: int) -> None:
+        if not (0 <= j < self.out_features and 0 <= i < self.in_features):
+            raise IndexError(
+                f"edge (out={j}, in={i}) is outside this layer's {self.out_features} x {self.in_features} edges"
+            )
+
+    def _regroup(self) -> None:
+        """Index the symbolic edges by function, for the vectorised symbolic branch."""
+        groups: dict[int, tuple[SymbolicFunction, list[int], list[int]]] = {}
+        for (j, i), function in sorted(self._symbolic.items()):
+            entry = groups.setdefault(id(function), (function, [], []))
+            entry[1].append(j)
+            entry[2].append(i)
+        device = self.coef.device
+        self._symbolic_groups = [
+            (function, torch.tensor(rows, device=device), torch.tensor(cols, device=device))
+            for function, rows, cols in groups.values()
+        ]
+
+    def _apply(self, fn, recurse=True):
+        result = super()._apply(fn, recurse)
+        self._regroup()  # index tensors follow the module's device
+        return result
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # files from before symbolic edges existed have no symbolic state: keep the defaults
+        for name in ("symbolic_mask", "symbolic_affine"):
+            if prefix + name not in state_dict:
+                state_dict[prefix + name] = getattr(self, name).detach().clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def edge_mean_abs(self, x: torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
-        """Per-edge ``mean_batch |phi_ji(x_i)|`` ``(out, in)``, the paper's edge L1 norm.
+        """Per-edge ``mean_batch |phi_ji(x_i)|`` ``(out, in)`` of the spline branch: the regulariser's L1 norm.
 
         Computed over batch chunks, each under activation checkpointing when gradients are
         needed, so no ``(batch, out, in)`` tensor is kept alive until the backward pass.
@@ -242,7 +369,7 @@ class KANLinear(nn.Module):
         return total / x.shape[0]
 
     def _chunk_abs_sum(self, chunk: torch.Tensor) -> torch.Tensor:
-        return self.edge_activations(chunk).abs().sum(0)
+        return self.edge_activations(chunk, part="numeric").abs().sum(0)
 
     # ------------------------------------------------------------------ grids
     @torch.no_grad()
@@ -285,6 +412,34 @@ class KANLinear(nn.Module):
             requires_grad=self.coef.requires_grad,
         )
         new.grid = new_knots
+        return new
+
+    @torch.no_grad()
+    def sliced(self, rows: Sequence[int], cols: Sequence[int]) -> "KANLinear":
+        """A copy keeping outputs ``rows`` and inputs ``cols`` (in that order), edges unchanged."""
+        rows_t = torch.as_tensor(list(rows), dtype=torch.long, device=self.coef.device)
+        cols_t = torch.as_tensor(list(cols), dtype=torch.long, device=self.coef.device)
+        if len(rows_t) == 0 or len(cols_t) == 0:
+            raise ValueError("a layer needs at least one input and one output; cannot slice to none")
+        new = copy.deepcopy(self)
+        new.in_features, new.out_features = len(cols_t), len(rows_t)
+        for name in ("coef", "scale_base", "scale_sp", "symbolic_affine"):
+            old = getattr(self, name)
+            setattr(new, name, nn.Parameter(old[rows_t][:, cols_t].clone(), requires_grad=old.requires_grad))
+        if self.bias is not None:
+            new.bias = nn.Parameter(self.bias[rows_t].clone(), requires_grad=self.bias.requires_grad)
+        new.mask = self.mask[rows_t][:, cols_t].clone()
+        new.symbolic_mask = self.symbolic_mask[rows_t][:, cols_t].clone()
+        new.grid = self.grid[cols_t].clone()
+        row_of = {int(r): n for n, r in enumerate(rows_t)}
+        col_of = {int(c): n for n, c in enumerate(cols_t)}
+        new._symbolic = {
+            (row_of[j], col_of[i]): function
+            for (j, i), function in self._symbolic.items()
+            if j in row_of and i in col_of
+        }
+        new._regroup()
+        new.grid_changed()
         return new
 
     def _finer_knots(self, grid: int, samples: torch.Tensor | None) -> torch.Tensor:

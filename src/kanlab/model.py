@@ -135,6 +135,9 @@ class KAN(nn.Module):
             for l in range(len(self.width) - 1)
         )
         self.register_buffer("sample_input", None)
+        # after prune_input: which columns of the full-width input the first layer reads
+        self.register_buffer("input_index", None)
+        self._n_inputs = self.width_in[0]
 
     # ------------------------------------------------------------------ description
     @property
@@ -151,6 +154,11 @@ class KAN(nn.Module):
         return self.layers[0].coef.device
 
     @property
+    def n_inputs(self) -> int:
+        """Columns the model takes: ``width[0]``, or the original width after ``prune_input``."""
+        return self._n_inputs
+
+    @property
     def width_in(self) -> list[int]:
         """Nodes per layer (sum + multiplication)."""
         return [sum(pair) for pair in self.width]
@@ -162,13 +170,23 @@ class KAN(nn.Module):
         options["base_fun"] = name
         options["grid_range"] = list(self.grid_range)
         options["grid"] = self.grid
-        return {
+        config = {
             "width": [list(pair) for pair in self.width],
             "mult_arity": [list(row) for row in self.mult_arity],
             "seed": self.seed,
             "dtype": str(self.dtype).removeprefix("torch."),
             **options,
         }
+        if self._n_inputs != self.width_in[0]:
+            config["n_inputs"] = self._n_inputs
+        symbolic = [
+            [l, i, j, function.name]
+            for l, layer in enumerate(self.layers)
+            for (j, i), function in sorted(layer.symbolic_edges.items())
+        ]
+        if symbolic:
+            config["symbolic"] = symbolic
+        return config
 
     def extra_repr(self) -> str:
         width = [w[0] if not w[1] else list(w) for w in self.width]
@@ -179,7 +197,13 @@ class KAN(nn.Module):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 2:
-            raise ValueError(f"x must be 2-D (batch, {self.width_in[0]}), got shape {tuple(x.shape)}")
+            raise ValueError(f"x must be 2-D (batch, {self._n_inputs}), got shape {tuple(x.shape)}")
+        if x.shape[1] != self._n_inputs:
+            raise ValueError(f"x must have {self._n_inputs} features (columns), got shape {tuple(x.shape)}")
+
+    def _select_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The columns the first layer reads (all of them unless inputs were pruned)."""
+        return x if self.input_index is None else x.index_select(1, self.input_index)
 
     def _combine(self, y: torch.Tensor, l: int) -> torch.Tensor:
         """Turn the subnode outputs feeding layer ``l`` into its node values (products for mult nodes)."""
@@ -196,6 +220,7 @@ class KAN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
+        x = self._select_inputs(x)
         for l, layer in enumerate(self.layers):
             x = self._combine(layer(x), l + 1)
         return x
@@ -203,11 +228,23 @@ class KAN(nn.Module):
     def forward_with_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Output and the input of every layer ``[(batch, width_in[l]) for l in range(L)]``."""
         self._check_input(x)
+        x = self._select_inputs(x)
         inputs = []
         for l, layer in enumerate(self.layers):
             inputs.append(x)
             x = self._combine(layer(x), l + 1)
         return x, inputs
+
+    def forward_with_edge_norms(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Output and every layer's per-edge ``mean |phi|`` ``(out, in)`` (for the regulariser)."""
+        self._check_input(x)
+        x = self._select_inputs(x)
+        norms = []
+        for l, layer in enumerate(self.layers):
+            y, edge_norm = layer.forward_with_edge_norms(x)
+            norms.append(edge_norm)
+            x = self._combine(y, l + 1)
+        return x, norms
 
     def layer_inputs(self, x: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Inputs of every layer on ``x`` (default: the kept training sample), without gradients."""
@@ -237,10 +274,10 @@ class KAN(nn.Module):
         self.sample_input = x.clone()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # sample_input has a data-dependent shape: adopt whatever the checkpoint holds.
-        key = prefix + "sample_input"
-        if key in state_dict:
-            self.sample_input = state_dict[key].detach().clone().to(self.device)
+        # sample_input and input_index have data-dependent shapes: adopt whatever the checkpoint holds.
+        for name in ("sample_input", "input_index"):
+            if prefix + name in state_dict:
+                setattr(self, name, state_dict[prefix + name].detach().clone().to(self.device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ grids
@@ -253,6 +290,7 @@ class KAN(nn.Module):
         """
         x = self._sample_or(x)
         self._check_input(x)
+        x = self._select_inputs(x)
         for l, layer in enumerate(self.layers):
             layer.update_grid(x)
             x = self._combine(layer(x), l + 1)
@@ -289,11 +327,116 @@ class KAN(nn.Module):
         save(self, path)
 
     @classmethod
-    def load(cls, path, *, base_fun: Callable | None = None) -> "KAN":
-        """Read a model written by ``save``. Pass ``base_fun`` if it was a custom callable."""
+    def load(cls, path, *, base_fun: Callable | None = None, library=None) -> "KAN":
+        """Read a model written by ``save``; pass ``base_fun`` / ``library`` for custom functions."""
         from .io import load
 
-        return load(path, base_fun=base_fun)
+        return load(path, base_fun=base_fun, library=library)
 
     def copy(self) -> "KAN":
         return copy.deepcopy(self)
+
+    # ------------------------------------------------------------------ reading a model
+    def attribute(self, x: torch.Tensor | None = None):
+        """KAN 2.0 attribution scores; see ``kanlab.prune.attribute``."""
+        from .prune import attribute
+
+        return attribute(self, x)
+
+    def feature_score(self, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Attribution score of each input feature ``(n_inputs,)``."""
+        from .prune import feature_score
+
+        return feature_score(self, x)
+
+    def edge_scores(self, x: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The paper's per-edge ``|phi|_1`` per layer ``(out, in)``."""
+        from .prune import edge_scores
+
+        return edge_scores(self, x)
+
+    def prune(self, node_th: float = 1e-2, edge_th: float = 3e-2, **options) -> "KAN":
+        """A pruned copy (nodes, then edges); see ``kanlab.prune.prune``."""
+        from .prune import prune
+
+        return prune(self, node_th, edge_th, **options)
+
+    def prune_node(self, threshold: float = 1e-2, **options) -> "KAN":
+        from .prune import prune_node
+
+        return prune_node(self, threshold, **options)
+
+    def prune_edge(self, threshold: float = 3e-2, **options) -> "KAN":
+        from .prune import prune_edge
+
+        return prune_edge(self, threshold, **options)
+
+    def prune_input(self, threshold: float = 1e-2, **options) -> "KAN":
+        from .prune import prune_input
+
+        return prune_input(self, threshold, **options)
+
+    def remove_edge(self, l: int, i: int, j: int) -> None:
+        from .prune import remove_edge
+
+        remove_edge(self, l, i, j)
+
+    def remove_node(self, l: int, i: int) -> None:
+        from .prune import remove_node
+
+        remove_node(self, l, i)
+
+    # ------------------------------------------------------------------ symbolic
+    def suggest_symbolic(self, l: int, i: int, j: int, lib=None, topk: int = 5, **options):
+        """Best library functions for edge ``(l, i, j)``; see ``kanlab.symbolic``."""
+        from .symbolic import suggest_symbolic
+
+        return suggest_symbolic(self, l, i, j, lib, topk, **options)
+
+    def fix_symbolic(self, l: int, i: int, j: int, name, fit_params: bool = True, **options):
+        from .symbolic import fix_symbolic
+
+        return fix_symbolic(self, l, i, j, name, fit_params, **options)
+
+    def unfix_symbolic(self, l: int, i: int, j: int, **options) -> None:
+        from .symbolic import unfix_symbolic
+
+        unfix_symbolic(self, l, i, j, **options)
+
+    def unfix_symbolic_all(self, **options) -> None:
+        """Turn every symbolic edge back into a spline fit to it (for fine-tuning)."""
+        from .symbolic import unfix_symbolic_all
+
+        unfix_symbolic_all(self, **options)
+
+    perturb = unfix_symbolic_all
+
+    def auto_symbolic(self, lib=None, r2_threshold: float = 0.0, weight_simple: float = 0.8, **options):
+        from .symbolic import auto_symbolic
+
+        return auto_symbolic(self, lib, r2_threshold, weight_simple, **options)
+
+    def symbolic_formula(self, var_names=None, round_digits: int | None = None, simplify: bool = False, **options):
+        """One sympy expression per output; see ``kanlab.formula.symbolic_formula``."""
+        from .formula import symbolic_formula
+
+        return symbolic_formula(self, var_names, round_digits, simplify, **options)
+
+    # ------------------------------------------------------------------ growing and drawing
+    def expand_width(self, l: int, n_added: int, **options) -> "KAN":
+        """A copy with ``n_added`` new nodes in hidden node layer ``l``; see ``kanlab.compile``."""
+        from .compile import expand_width
+
+        return expand_width(self, l, n_added, **options)
+
+    def expand_depth(self, **options) -> "KAN":
+        """A copy with one more layer (identity on every output); see ``kanlab.compile``."""
+        from .compile import expand_depth
+
+        return expand_depth(self, **options)
+
+    def plot(self, path=None, **options):
+        """Draw the network as in the paper; returns the matplotlib Figure (see ``kanlab.plot.draw``)."""
+        from .plot import draw
+
+        return draw(self, path=path, **options)

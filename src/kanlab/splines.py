@@ -33,6 +33,7 @@ __all__ = [
     "KnotPlan",
     "plan_knots",
     "basis_features",
+    "edge_mean_abs",
     "spline_values",
     "fit_coefficients",
     "refit_spline",
@@ -629,3 +630,48 @@ def refit_spline(
     where = torch.cat(points, dim=0)
     values = spline_values(where, knots, coef, k)
     return fit_coefficients(where, values, new_knots, k)
+
+
+class _EdgeMeanAbs(torch.autograd.Function):
+    """``mean_b |sum_m F[b, i, m] W[o, i, m]|`` per edge, recomputing the per-edge values in
+    chunks in both passes so that no ``(batch, out, in)`` tensor is kept."""
+
+    @staticmethod
+    def forward(ctx, features, weight, chunk_size):
+        ctx.save_for_backward(features, weight)
+        ctx.chunk_size = chunk_size
+        total = features.new_zeros(weight.shape[0], weight.shape[1])
+        for chunk in torch.split(features, chunk_size):
+            total += torch.einsum("bim,oim->boi", chunk, weight).abs().sum(0)
+        return total / features.shape[0]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        features, weight = ctx.saved_tensors
+        scale = grad / features.shape[0]
+        grad_features = torch.empty_like(features) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
+        start = 0
+        for chunk in torch.split(features, ctx.chunk_size):
+            signs = torch.einsum("bim,oim->boi", chunk, weight).sign_().mul_(scale)
+            if grad_weight is not None:
+                grad_weight += torch.einsum("boi,bim->oim", signs, chunk)
+            if grad_features is not None:
+                grad_features[start : start + chunk.shape[0]] = torch.einsum("boi,oim->bim", signs, weight)
+            start += chunk.shape[0]
+        return grad_features, grad_weight, None
+
+
+def edge_mean_abs(features: torch.Tensor, weight: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
+    """Per-edge mean absolute value ``(out, in)`` of ``phi[b, o, i] = sum_m F[b, i, m] W[o, i, m]``.
+
+    ``features`` ``(N, in, m)`` and ``weight`` ``(out, in, m)`` are a layer's basis features
+    and feature weights, so this is the paper's ``|phi|_1`` from what the forward pass already
+    computed. Differentiable (once); memory stays at one ``(chunk_size, out, in)`` block.
+    """
+    if features.dim() != 3 or weight.dim() != 3 or features.shape[1:] != weight.shape[1:]:
+        raise ValueError(
+            f"features (N, in, m) and weight (out, in, m) must agree, got {tuple(features.shape)} and {tuple(weight.shape)}"
+        )
+    return _EdgeMeanAbs.apply(features, weight, int(chunk_size))

@@ -39,15 +39,29 @@ def regularization(
     lamb_coefdiff: float = 0.0,
 ) -> torch.Tensor:
     """The paper's sparsity regulariser (without the overall ``lamb``), from each layer's inputs."""
-    total = inputs[0].new_zeros(())
-    for layer, x in zip(model.layers, inputs):
+    norms = [layer.edge_mean_abs(x) for layer, x in zip(model.layers, inputs)] if (lamb_l1 or lamb_entropy) else None
+    return regularization_from_norms(model, norms, lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff)
+
+
+def regularization_from_norms(
+    model: KAN,
+    edge_norms: Sequence[torch.Tensor] | None,
+    lamb_l1: float = 1.0,
+    lamb_entropy: float = 2.0,
+    lamb_coef: float = 0.0,
+    lamb_coefdiff: float = 0.0,
+) -> torch.Tensor:
+    """The regulariser from each layer's per-edge ``mean |phi|`` ``(out, in)`` (the L1 and
+    entropy terms) and its coefficients (the ``lamb_coef`` / ``lamb_coefdiff`` terms)."""
+    total = model.layers[0].coef.new_zeros(())
+    for l, layer in enumerate(model.layers):
         if lamb_l1 or lamb_entropy:
-            edge_norms = layer.edge_mean_abs(x)
-            layer_norm = edge_norms.sum()
+            norms = edge_norms[l]
+            layer_norm = norms.sum()
             if lamb_l1:
                 total = total + lamb_l1 * layer_norm
             if lamb_entropy:
-                share = edge_norms / (layer_norm + _ENTROPY_FLOOR)
+                share = norms / (layer_norm + _ENTROPY_FLOOR)
                 total = total - lamb_entropy * (share * torch.log(share.clamp_min(_ENTROPY_FLOOR))).sum()
         if lamb_coef:
             total = total + lamb_coef * layer.coef.abs().mean()
@@ -73,7 +87,7 @@ def _check_pair(x, y, name: str, model: KAN, check_values: bool = True) -> tuple
     """Validate one (inputs, labels) pair; labels ``(N,)`` become ``(N, 1)`` for one output."""
     x = _as_tensor(x, f"{name}_input", model)
     y = _as_tensor(y, f"{name}_label", model)
-    n_in, n_out = model.width_in[0], model.width_in[-1]
+    n_in, n_out = model.n_inputs, model.width_in[-1]
     if x.dim() != 2 or x.shape[1] != n_in:
         raise ValueError(f"{name}_input must be 2-D (N, {n_in}), got shape {tuple(x.shape)}")
     if y.dim() == 1 and n_out == 1:
@@ -229,9 +243,13 @@ def fit(
         optimizer = torch.optim.Adam(parameters, lr=lr)
 
     def objective(x, y):
-        pred, inputs = model.forward_with_inputs(x)
+        norms = None
+        if lamb and (lamb_l1 or lamb_entropy):
+            pred, norms = model.forward_with_edge_norms(x)
+        else:
+            pred = model(x)
         loss = loss_fn(pred, y)
-        reg = regularization(model, inputs, lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff) if lamb else None
+        reg = regularization_from_norms(model, norms, lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff) if lamb else None
         return pred, loss, reg
 
     history: dict = {"step": [], "train_loss": [], "test_loss": [], "reg": [], "objective": []}

@@ -1,0 +1,169 @@
+"""A model's formula: its symbolic edges composed through the layers into sympy expressions.
+
+Layer ``l`` turns node values ``v_i`` into subnode values ``sum_i phi_{l,i,j}(v_i)`` (plus a
+bias when the layer has one); a multiplication node multiplies its subnodes. With every
+active edge symbolic, ``symbolic_formula`` is exactly the model's function; edges that are
+still splines are either an error or, with ``allow_splines=True``, opaque functions
+``phi_l_i_j``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+__all__ = ["symbolic_formula", "round_formula", "tidy_formula", "default_variables"]
+
+
+def default_variables(n: int):
+    """``x_1, ..., x_n`` as real sympy symbols (pykan's names)."""
+    import sympy
+
+    return [sympy.Symbol(f"x_{m + 1}", real=True) for m in range(n)]
+
+
+def _variables(model, var_names):
+    import sympy
+
+    n_inputs = model.n_inputs
+    if var_names is None:
+        return default_variables(n_inputs)
+    if len(var_names) != n_inputs:
+        raise ValueError(f"var_names must name all {n_inputs} model inputs, got {len(var_names)}")
+    return [name if isinstance(name, sympy.Symbol) else sympy.Symbol(str(name), real=True) for name in var_names]
+
+
+def _float(value) -> "sympy.Float":
+    import sympy
+
+    return sympy.Float(float(value))
+
+
+def _edge_expression(layer, l: int, i: int, j: int, node, allow_splines: bool):
+    import sympy
+
+    mask = float(layer.mask[j, i])
+    if mask == 0.0:
+        return sympy.Integer(0)
+    function = layer.symbolic_function(j, i)
+    if function is None:
+        if not allow_splines:
+            return None
+        term = sympy.Function(f"phi_{l}_{i}_{j}")(node)
+    else:
+        a, b, c, d = layer.symbolic_affine[j, i].tolist()
+        term = _float(c) * function.sympy(_float(a) * node + _float(b)) + _float(d)
+    return term if mask == 1.0 else _float(mask) * term
+
+
+def symbolic_formula(
+    model,
+    var_names: Sequence | None = None,
+    round_digits: int | None = None,
+    simplify: bool = False,
+    *,
+    allow_splines: bool = False,
+) -> list:
+    """One sympy expression per model output, composed through every layer.
+
+    ``var_names`` names the inputs (strings or sympy symbols; default ``x_1 ... x_n``).
+    ``round_digits`` rounds every number (see ``round_formula``); ``simplify`` runs
+    ``sympy.simplify``. Raises ``ValueError`` naming the edges that are still splines,
+    unless ``allow_splines``.
+    """
+    import sympy
+
+    nodes = _variables(model, var_names)
+    if getattr(model, "input_index", None) is not None:
+        nodes = [nodes[int(m)] for m in model.input_index]
+    missing = []
+    for l, layer in enumerate(model.layers):
+        subnodes = []
+        for j in range(layer.out_features):
+            terms = []
+            for i in range(layer.in_features):
+                term = _edge_expression(layer, l, i, j, nodes[i], allow_splines)
+                if term is None:
+                    missing.append((l, i, j))
+                else:
+                    terms.append(term)
+            if layer.bias is not None:
+                terms.append(_float(layer.bias[j]))
+            subnodes.append(sympy.Add(*terms))
+        nodes = _combine(model, subnodes, l + 1)
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise ValueError(
+            f"{len(missing)} active edges are still splines (l, i, j): {shown}; fix them with "
+            "fix_symbolic / auto_symbolic, or pass allow_splines=True to see them as phi_l_i_j"
+        )
+    formulas = [tidy_formula(expr) for expr in nodes]
+    if round_digits is not None:
+        formulas = [round_formula(expr, round_digits) for expr in formulas]
+    if simplify:
+        formulas = [sympy.simplify(expr) for expr in formulas]
+    return formulas
+
+
+def _combine(model, subnodes: list, l: int) -> list:
+    import sympy
+
+    n_sum, n_mult = model.width[l]
+    nodes = list(subnodes[:n_sum])
+    start = n_sum
+    for arity in model.mult_arity[l]:
+        nodes.append(sympy.Mul(*subnodes[start : start + arity]))
+        start += arity
+    return nodes
+
+
+def tidy_formula(expr):
+    """Let the redundant scales and shifts of composed edges collapse into single numbers.
+
+    Integer powers of sums are expanded, ``c * (a x + b)^2 -> c a^2 x^2 + ...``, and constants
+    are folded out of exponentials, ``c * exp(u + b) -> (c e^b) exp(u)``. Exact.
+    """
+    import sympy
+
+    expr = expr.replace(
+        lambda e: e.is_Pow and e.exp.is_Integer and 1 < e.exp <= 5 and e.base.is_Add,
+        lambda e: sympy.expand(e, deep=False),
+    )
+
+    def split(e):
+        argument = e.args[0]
+        if not argument.is_Add:
+            return e
+        constant, rest = argument.as_coeff_Add()
+        if constant == 0 or not constant.is_Number:
+            return e
+        return sympy.exp(constant) * sympy.exp(rest)
+
+    return expr.replace(lambda e: isinstance(e, sympy.exp), split)
+
+
+def round_formula(expr, digits: int):
+    """Round every number in ``expr`` to ``digits`` decimals; whole numbers become integers.
+
+    So ``1.00000003*exp(0.99999*x_2**2)`` becomes ``exp(x_2**2)`` at ``digits=4``.
+    """
+    import sympy
+
+    if not isinstance(digits, int) or digits < 0:
+        raise ValueError(f"round_digits must be an integer >= 0, got {digits!r}")
+
+    def rounded(number):
+        value = round(float(number), digits)
+        return sympy.Integer(int(value)) if value == int(value) else sympy.Float(value, max(digits, 1) + 3)
+
+    # rounding can make new numbers meet (1.0*x + 0.00001 -> x): repeat until it settles
+    for _ in range(5):
+        floats = {number: rounded(number) for number in expr.atoms(sympy.Float)}
+        if not floats:
+            break
+        new = expr.xreplace(floats)
+        if new == expr:
+            break
+        expr = new
+    return expr

@@ -1,0 +1,248 @@
+"""Snap edges to library functions: ``suggest_symbolic``, ``fix_symbolic``, ``unfix_symbolic``,
+``auto_symbolic``.
+
+Edges are named as in pykan: ``(l, i, j)`` is the edge of layer ``l`` from input node ``i``
+to output (sub)node ``j``. An edge is fit as ``c * f(a * x + b) + d`` to its own values on
+the model's kept training sample (or on given inputs ``x``); candidates are ranked by
+
+    score = weight_simple * complexity + (1 - weight_simple) * log2(1 + 1e-5 - R^2)
+
+(lower is better), which trades accuracy against simplicity as the paper does. All the
+edges of a layer and all the library functions are fit in one vectorised call.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .functions import AffineFit, Library, SymbolicFunction, default_library, fit_affine
+
+__all__ = [
+    "Suggestion",
+    "resolve_library",
+    "suggest_symbolic",
+    "fix_symbolic",
+    "unfix_symbolic",
+    "unfix_symbolic_all",
+    "auto_symbolic",
+    "symbolic_score",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One candidate for an edge: function name, R^2, complexity, ranking score, (a, b, c, d)."""
+
+    name: str
+    r2: float
+    complexity: float
+    score: float
+    params: tuple[float, float, float, float]
+    reason: str = ""
+
+
+def symbolic_score(r2: torch.Tensor, complexity: torch.Tensor, weight_simple: float) -> torch.Tensor:
+    """The ranking score (lower is better) from R^2 and complexity."""
+    return weight_simple * complexity + (1 - weight_simple) * torch.log2(1 + 1e-5 - r2.clamp(0.0, 1.0))
+
+
+def resolve_library(lib=None) -> Library:
+    """A ``Library`` from ``None`` (all built-ins), a ``Library``, or a list of names / entries."""
+    if lib is None:
+        return default_library()
+    if isinstance(lib, Library):
+        return lib
+    if isinstance(lib, (str, SymbolicFunction)) or not isinstance(lib, Sequence):
+        raise TypeError(f"lib must be None, a Library or a list of function names, got {lib!r}")
+    builtins = default_library()
+    entries = [item if isinstance(item, SymbolicFunction) else builtins[item] for item in lib]
+    return Library(entries)
+
+
+def _check_edge(model, l: int, i: int, j: int) -> None:
+    if not 0 <= l < model.depth:
+        raise IndexError(f"l must be a layer index in [0, {model.depth}), got {l}")
+    layer = model.layers[l]
+    if not 0 <= i < layer.in_features:
+        raise IndexError(f"i must be an input node of layer {l} in [0, {layer.in_features}), got {i}")
+    if not 0 <= j < layer.out_features:
+        raise IndexError(f"j must be an output node of layer {l} in [0, {layer.out_features}), got {j}")
+
+
+def _layer_samples(model, l: int, x: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs ``(N, in)`` and edge values ``(N, out, in)`` of layer ``l`` on the samples."""
+    inputs = model.layer_inputs(x)[l]
+    with torch.no_grad():
+        return inputs, model.layers[l].edge_activations(inputs)
+
+
+def _fit_edges(model, l, edges, library: Library, x, fit_options) -> AffineFit:
+    inputs, values = _layer_samples(model, l, x)
+    cols = torch.tensor([i for i, _ in edges], device=inputs.device)
+    rows = torch.tensor([j for _, j in edges], device=inputs.device)
+    edge_x = inputs[:, cols].T
+    edge_y = values[:, rows, cols].T
+    return fit_affine(edge_x, edge_y, library, **fit_options)
+
+
+def _suggestions(fit: AffineFit, library: Library, edge: int, weight_simple: float) -> list[Suggestion]:
+    complexity = torch.tensor([f.complexity for f in library], dtype=torch.float64)
+    scores = symbolic_score(fit.r2[edge], complexity, weight_simple)
+    order = sorted(range(len(library)), key=lambda n: (float(scores[n]), -float(fit.r2[edge, n])))
+    return [
+        Suggestion(fit.names[n], float(fit.r2[edge, n]), float(complexity[n]), float(scores[n]), fit.params(edge, n), fit.reason[edge])
+        for n in order
+    ]
+
+
+def suggest_symbolic(
+    model,
+    l: int,
+    i: int,
+    j: int,
+    lib=None,
+    topk: int = 5,
+    *,
+    weight_simple: float = 0.8,
+    x: torch.Tensor | None = None,
+    **fit_options,
+) -> list[Suggestion]:
+    """The ``topk`` best library functions for edge ``(l, i, j)``, best first."""
+    _check_edge(model, l, i, j)
+    _check_weight(weight_simple)
+    library = resolve_library(lib)
+    fit = _fit_edges(model, l, [(i, j)], library, x, fit_options)
+    return _suggestions(fit, library, 0, weight_simple)[:topk]
+
+
+def fix_symbolic(
+    model,
+    l: int,
+    i: int,
+    j: int,
+    name: str | SymbolicFunction,
+    fit_params: bool = True,
+    *,
+    params: Sequence[float] | None = None,
+    lib=None,
+    x: torch.Tensor | None = None,
+    **fit_options,
+) -> Suggestion:
+    """Make edge ``(l, i, j)`` the library function ``name``, in place; returns the fit.
+
+    With ``fit_params`` (the default) a, b, c, d are fit to the edge's values on the samples;
+    otherwise they are ``params`` (default ``(1, 0, 1, 0)``), and R^2 is reported as NaN.
+    """
+    _check_edge(model, l, i, j)
+    function = name if isinstance(name, SymbolicFunction) else resolve_library(lib)[name]
+    if params is not None and fit_params:
+        raise ValueError("pass either params=(a, b, c, d) or fit_params=True, not both")
+    if fit_params:
+        fit = _fit_edges(model, l, [(i, j)], Library([function]), x, fit_options)
+        chosen = _suggestions(fit, Library([function]), 0, 0.8)[0]
+    else:
+        values = tuple(float(v) for v in (params if params is not None else (1.0, 0.0, 1.0, 0.0)))
+        if len(values) != 4:
+            raise ValueError(f"params must be (a, b, c, d), got {params!r}")
+        chosen = Suggestion(function.name, math.nan, float(function.complexity), math.nan, values)
+    model.layers[l].set_symbolic(j, i, function, chosen.params)
+    return chosen
+
+
+def unfix_symbolic(model, l: int, i: int, j: int, *, refit: bool = False, x: torch.Tensor | None = None) -> None:
+    """Return edge ``(l, i, j)`` to a spline, in place.
+
+    By default the spline it had before snapping comes back. With ``refit=True`` the spline
+    is instead fit (least squares, on the samples and across the grid) to the symbolic
+    function, so the model keeps computing (nearly) what it did: use this to fine-tune a
+    symbolic model, for example one built by ``from_formula``.
+    """
+    _check_edge(model, l, i, j)
+    unfix_symbolic_all(model, edges=[(l, i, j)], refit=refit, x=x)
+
+
+@torch.no_grad()
+def unfix_symbolic_all(model, *, edges=None, refit: bool = True, x: torch.Tensor | None = None) -> None:
+    """Return symbolic edges (all, or ``edges = [(l, i, j), ...]``) to splines, in place.
+
+    With ``refit`` (the default here) each spline is fit to its symbolic function, so the
+    model keeps its function on the grid; the residual weight ``scale_base`` is kept.
+    """
+    from . import splines
+
+    if edges is None:
+        edges = [(l, i, j) for l, layer in enumerate(model.layers) for (j, i) in layer.symbolic_edges]
+    by_layer: dict[int, list[tuple[int, int]]] = {}
+    for l, i, j in edges:
+        _check_edge(model, l, i, j)
+        by_layer.setdefault(l, []).append((i, j))
+    have_samples = x is not None or model.sample_input is not None
+    inputs = model.layer_inputs(x) if refit and have_samples else None
+    for l, pairs in sorted(by_layer.items()):
+        layer = model.layers[l]
+        if refit:
+            low, high = splines.knot_span(layer.grid, layer.k)
+            even = torch.linspace(0, 1, 4 * layer.n_basis + 1, dtype=layer.coef.dtype, device=layer.coef.device)
+            points = low + (high - low) * even.unsqueeze(1)  # (P, in) across each input's grid
+            if inputs is not None:
+                points = torch.cat([points, inputs[l].clamp(low, high)])
+            symbolic = layer.edge_activations(points) - layer.edge_activations(points, part="numeric")
+            residual = layer.base_fun(points).unsqueeze(1) * layer.scale_base
+            target = (symbolic / layer.mask.where(layer.mask != 0, torch.ones_like(layer.mask)) - residual)
+            target = target / layer.scale_sp.where(layer.scale_sp != 0, torch.ones_like(layer.scale_sp))
+            coef = splines.fit_coefficients(points, target, layer.grid, layer.k)
+            for i, j in pairs:
+                if layer.symbolic_function(j, i) is not None:
+                    layer.coef[j, i] = coef[j, i]
+                    if layer.scale_sp[j, i] == 0:
+                        layer.scale_sp[j, i] = 1.0
+        for i, j in pairs:
+            layer.clear_symbolic(j, i)
+
+
+def _check_weight(weight_simple: float) -> None:
+    if not 0.0 <= float(weight_simple) <= 1.0:
+        raise ValueError(f"weight_simple must lie in [0, 1], got {weight_simple!r}")
+
+
+def auto_symbolic(
+    model,
+    lib=None,
+    r2_threshold: float = 0.0,
+    weight_simple: float = 0.8,
+    *,
+    x: torch.Tensor | None = None,
+    **fit_options,
+) -> dict[tuple[int, int, int], Suggestion]:
+    """Fix the best library function on every active spline edge, in place.
+
+    Edges whose best candidate has R^2 below ``r2_threshold`` stay splines. Returns
+    ``{(l, i, j): Suggestion}`` for every edge considered (fixed or not: compare
+    ``r2`` with the threshold). Already symbolic and pruned (masked) edges are skipped.
+    """
+    _check_weight(weight_simple)
+    library = resolve_library(lib)
+    report: dict[tuple[int, int, int], Suggestion] = {}
+    # layer by layer: each layer is fit on its inputs under the already symbolic layers before it
+    for l, layer in enumerate(model.layers):
+        active = (layer.mask != 0) & (layer.symbolic_mask == 0)
+        edges = [(int(i), int(j)) for j, i in active.nonzero().tolist()]
+        if not edges:
+            continue
+        fit = _fit_edges(model, l, edges, library, x, fit_options)
+        for position, (i, j) in enumerate(edges):
+            best = _suggestions(fit, library, position, weight_simple)[0]
+            report[(l, i, j)] = best
+            if best.r2 >= r2_threshold:
+                layer.set_symbolic(j, i, library[best.name], best.params)
+                logger.info("fixing (%d,%d,%d) with %s, r2=%.6g", l, i, j, best.name, best.r2)
+            else:
+                logger.info("keeping (%d,%d,%d) a spline: best %s has r2=%.6g < %g", l, i, j, best.name, best.r2, r2_threshold)
+    return report
