@@ -113,7 +113,15 @@ class _Builder:
             if name is None:
                 raise ValueError(f"expr: {expr.func} is not in the function library; register it or rewrite the formula")
             return _Row([self.apply(name, expr.args[0])])
-        raise ValueError(f"expr: cannot build a KAN for the sub-expression {expr} ({type(expr).__name__})")
+        if isinstance(expr, sympy.Function):
+            raise ValueError(
+                f"expr: {expr} is not a one-argument function of the library; register it (Library.register) "
+                "and pass lib=..."
+            )
+        raise ValueError(
+            f"expr: cannot build a KAN for the sub-expression {expr} ({type(expr).__name__}); use +, *, "
+            "numeric powers and library functions"
+        )
 
     def number(self, value) -> float:
         result = complex(self.sympy.N(value))

@@ -34,10 +34,14 @@ def _variables(model, var_names):
     return [name if isinstance(name, sympy.Symbol) else sympy.Symbol(str(name), real=True) for name in var_names]
 
 
-def _float(value) -> "sympy.Float":
+def _float(value):
+    """A sympy number equal to ``value``: an Integer when it is whole (exact, and prints as 1)."""
     import sympy
 
-    return sympy.Float(float(value))
+    value = float(value)
+    if value.is_integer() and abs(value) < 2**53:
+        return sympy.Integer(int(value))
+    return sympy.Float(value)
 
 
 def _edge_expression(layer, l: int, i: int, j: int, node, allow_splines: bool):
@@ -119,17 +123,10 @@ def _combine(model, subnodes: list, l: int) -> list:
 
 
 def tidy_formula(expr):
-    """Let the redundant scales and shifts of composed edges collapse into single numbers.
-
-    Integer powers of sums are expanded, ``c * (a x + b)^2 -> c a^2 x^2 + ...``, and constants
-    are folded out of exponentials, ``c * exp(u + b) -> (c e^b) exp(u)``. Exact.
-    """
+    """Fold constants out of exponentials, ``c * exp(u + b) -> (c e^b) exp(u)``, so that the
+    redundant scale and shift of composed edges collapse into one number. Exact."""
     import sympy
 
-    expr = expr.replace(
-        lambda e: e.is_Pow and e.exp.is_Integer and 1 < e.exp <= 5 and e.base.is_Add,
-        lambda e: sympy.expand(e, deep=False),
-    )
 
     def split(e):
         argument = e.args[0]
@@ -146,7 +143,9 @@ def tidy_formula(expr):
 def round_formula(expr, digits: int):
     """Round every number in ``expr`` to ``digits`` decimals; whole numbers become integers.
 
-    So ``1.00000003*exp(0.99999*x_2**2)`` becomes ``exp(x_2**2)`` at ``digits=4``.
+    Products and integer powers of sums are multiplied out first (exactly), so redundant
+    scales of composed edges meet before rounding: ``0.0099*(10.05*x)**2`` becomes ``x**2``
+    at ``digits=4``, and ``1.00000003*exp(0.99999*x_2**2)`` becomes ``exp(x_2**2)``.
     """
     import sympy
 
@@ -157,6 +156,18 @@ def round_formula(expr, digits: int):
         value = round(float(number), digits)
         return sympy.Integer(int(value)) if value == int(value) else sympy.Float(value, max(digits, 1) + 3)
 
+    # exponents that round to whole numbers first (exp(c log u) composes to u**c), so that the
+    # numbers they multiply can meet below
+    tolerance = 0.5 * 10.0**-digits
+    expr = expr.replace(
+        lambda e: e.is_Pow and e.exp.is_Float and abs(float(e.exp) - round(float(e.exp))) < tolerance,
+        lambda e: e.base ** sympy.Integer(round(float(e.exp))),
+    )
+    # multiply out products and powers of sums so that redundant scales meet (exact), then
+    # fold the constants that this exposes inside exponentials
+    expr = tidy_formula(
+        sympy.expand(expr, deep=True, mul=True, multinomial=True, power_exp=False, power_base=False, log=False)
+    )
     # rounding can make new numbers meet (1.0*x + 0.00001 -> x): repeat until it settles
     for _ in range(5):
         floats = {number: rounded(number) for number in expr.atoms(sympy.Float)}

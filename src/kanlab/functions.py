@@ -129,7 +129,7 @@ class SymbolicFunction:
             return torch.sin(z) / torch.copysign(torch.cos(z).abs().clamp(min=POLE_EPS), torch.cos(z))
         value = self.torch_fn(z) if self.torch_fn is not None else self._lambdified("torch")(z)
         if not isinstance(value, torch.Tensor) or value.shape != z.shape:
-            value = torch.zeros_like(z) + value  # constants such as the zero function
+            value = z * 0.0 + value  # constants such as the zero function (zero gradient, same graph)
         return value
 
     def numpy(self, z):
@@ -149,11 +149,14 @@ class SymbolicFunction:
             return (builtin_function, (self.name,))
         return super().__reduce__()
 
-    def canonical(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> tuple:
-        """The same function ``c f(a x + b)`` written with ``a >= 0`` and the smallest ``|b|``.
+    def canonical(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor) -> tuple:
+        """The same function ``c f(a x + b) + d`` written with ``a >= 0`` and the smallest ``|b|``.
 
-        Uses the entry's parity and period; entries without them are returned unchanged.
+        Uses the entry's parity and period (entries without them are returned unchanged);
+        the identity is written with ``a = 1, b = 0``.
         """
+        if self.is_identity:
+            return torch.ones_like(a), torch.zeros_like(b), c * a, c * b + d
         if self.parity is not None:
             flip = a < 0
             a, b = torch.where(flip, -a, a), torch.where(flip, -b, b)
@@ -165,7 +168,15 @@ class SymbolicFunction:
             b = b - turns * p
             if self.period_sign == -1:
                 c = torch.where(torch.remainder(turns, 2) == 1, -c, c)
-        return a, b, c
+        return a, b, c, d
+
+    @property
+    def is_identity(self) -> bool:
+        """Whether the entry is ``f(x) = x`` (its a, b are then redundant with c, d)."""
+        if "identity" not in self._cache:
+            expr = self.sympy()
+            self._cache["identity"] = expr == self._cache["symbol"]
+        return self._cache["identity"]
 
 
 def _builtin_entries() -> list[SymbolicFunction]:
@@ -188,7 +199,7 @@ def _builtin_entries() -> list[SymbolicFunction]:
         SymbolicFunction("sqrt", call("sqrt"), 2, domain="nonnegative"),
         SymbolicFunction("x^0.5", call("sqrt"), 2, domain="nonnegative"),
         SymbolicFunction("x^1.5", lambda x: x ** __import__("sympy").Rational(3, 2), 4, domain="nonnegative"),
-        SymbolicFunction("1/sqrt", lambda x: 1 / __import__("sympy").sqrt(x), 4, domain="positive"),
+        SymbolicFunction("1/sqrt", lambda x: 1 / __import__("sympy").sqrt(x), 3, domain="positive"),
         SymbolicFunction("exp", call("exp"), 2, domain="exp"),
         SymbolicFunction("log", call("log"), 2, domain="positive"),
         SymbolicFunction("abs", call("Abs"), 3, parity="even"),
@@ -341,6 +352,53 @@ def _scores(values: torch.Tensor, y_centered: torch.Tensor, y_ss: torch.Tensor, 
     return torch.where(good, r2.clamp(0.0, 1.0), torch.zeros_like(r2))
 
 
+def _polish(functions, x, y, a, b, c, d, r2, y_ss, steps: int):
+    """Levenberg-Marquardt on ``c f(a x + b) + d`` for every (edge, function) at once.
+
+    A step is kept only where it lowers that fit's squared error, so a fit never gets worse.
+    """
+    params = torch.stack([a, b, c, d], dim=-1)  # (E, F, 4)
+    damping = torch.full(a.shape, 1e-3, dtype=a.dtype)
+    xs = x.unsqueeze(1)  # (E, 1, N)
+
+    def residuals_and_jacobian(p):
+        z = (p[..., 0:1] * xs + p[..., 1:2]).detach().requires_grad_(True)
+        values = torch.stack([f.torch(z[:, i]) for i, f in enumerate(functions)], dim=1)
+        (slope,) = torch.autograd.grad(values.sum(), z)
+        values, slope = values.detach(), slope.detach()
+        fine = torch.isfinite(values) & torch.isfinite(slope)
+        values = torch.where(fine, values, torch.zeros_like(values))
+        slope = torch.where(fine, slope, torch.zeros_like(slope))
+        residual = p[..., 2:3] * values + p[..., 3:4] - y.unsqueeze(1)
+        jacobian = torch.stack(
+            [p[..., 2:3] * slope * xs, p[..., 2:3] * slope, values, torch.ones_like(values)], dim=-1
+        )  # (E, F, N, 4)
+        error = residual.square().sum(-1)
+        return residual, jacobian, torch.where(fine.all(-1), error, torch.full_like(error, math.inf))
+
+    with torch.enable_grad():
+        residual, jacobian, error = residuals_and_jacobian(params)
+        for _ in range(steps):
+            normal = jacobian.transpose(-1, -2) @ jacobian  # (E, F, 4, 4)
+            gradient = (jacobian.transpose(-1, -2) @ residual.unsqueeze(-1)).squeeze(-1)
+            diagonal = torch.diagonal(normal, dim1=-2, dim2=-1)
+            damped = normal + torch.diag_embed(damping.unsqueeze(-1) * (diagonal + 1e-12))
+            step = torch.linalg.solve_ex(damped, -gradient)[0]
+            step = torch.where(torch.isfinite(step), step, torch.zeros_like(step))
+            trial = params + step
+            trial_residual, trial_jacobian, trial_error = residuals_and_jacobian(trial)
+            better = trial_error < error
+            params = torch.where(better.unsqueeze(-1), trial, params)
+            residual = torch.where(better.unsqueeze(-1), trial_residual, residual)
+            jacobian = torch.where(better[..., None, None], trial_jacobian, jacobian)
+            error = torch.where(better, trial_error, error)
+            damping = torch.where(better, damping / 3, damping * 10).clamp(1e-12, 1e12)
+    polished = (1 - error / y_ss.unsqueeze(1)).clamp(0.0, 1.0)
+    r2 = torch.where(torch.isfinite(error) & (r2 > 0), torch.maximum(r2, polished), r2)
+    a, b, c, d = params.unbind(-1)
+    return a, b, c, d, r2
+
+
 #: Zoomed search: 9 x 9 points spanning +-1.5 cells of the previous level around its best point.
 _ZOOM = torch.linspace(-1.5, 1.5, 9, dtype=torch.float64)
 _ZOOM_STEP = 3.0 / 8
@@ -354,16 +412,21 @@ def fit_affine(
     a_range: tuple[float, float] = (-10.0, 10.0),
     b_range: tuple[float, float] = (-10.0, 10.0),
     grid_number: int = 41,
-    iterations: int = 4,
-    max_samples: int = 256,
+    iterations: int = 3,
+    starts: int = 3,
+    polish: int = 8,
+    max_samples: int = 1024,
+    search_samples: int = 256,
     coarse_samples: int = 128,
 ) -> AffineFit:
     """Fit ``y ~ c * f(a * x + b) + d`` for every edge and every library function at once.
 
     ``x``, ``y`` are ``(edges, samples)`` (or ``(samples,)`` for one edge). (a, b) are found
-    by a grid search over ``a_range`` x ``b_range`` (``grid_number`` points each), zoomed
-    ``iterations`` times around the best point; for each (a, b), (c, d) are the least-squares
-    solution, so the search ranks by R^2 alone. Computed in float64. Degenerate data (a
+    by a grid search over ``a_range`` x ``b_range`` (``grid_number`` points each, in
+    coordinates where each edge's inputs span [-1, 1]), then zoomed ``iterations`` times
+    around each of the ``starts`` best local maxima; for each (a, b), (c, d) are the
+    least-squares solution, so the search ranks by R^2 alone. Finally ``polish``
+    Levenberg-Marquardt steps refine (a, b, c, d) together. Computed in float64. Degenerate data (a
     constant edge, a constant input, a function undefined on the data) gives a low R^2 or a
     ``reason``, never an error.
     """
@@ -387,9 +450,19 @@ def fit_affine(
     constant_edge = y_ss <= (1e-12 * scale) ** 2 * y.shape[1]
     constant_input = (x.amax(1) - x.amin(1)) <= 1e-12 * (1.0 + x.abs().amax(1))
     y_ss = torch.where(constant_edge, torch.ones_like(y_ss), y_ss)
-
-    # the coarse search looks at fewer samples, the zoomed ones at all of them
-    x_coarse, y_coarse = _subsample(x, y, coarse_samples)
+    # search in coordinates where each edge's inputs span [-1, 1], so the ranges of (a, b)
+    # mean the same for an edge whose inputs are tiny as for one whose inputs are large
+    centre = (x.amax(1, keepdim=True) + x.amin(1, keepdim=True)) / 2
+    half = (x.amax(1, keepdim=True) - x.amin(1, keepdim=True)) / 2
+    half = torch.where(constant_input.unsqueeze(1), torch.ones_like(half), half)
+    x_original = x
+    # the search looks at a subset of the samples (the coarse level at a smaller one); the
+    # final least squares, polish and R^2 at all of them
+    x, y_search = _subsample((x - centre) / half, y, search_samples)
+    y_search_centered = y_search - y_search.mean(1, keepdim=True)
+    y_search_ss = y_search_centered.square().sum(1)
+    y_search_ss = torch.where(y_search_ss > 0, y_search_ss, torch.ones_like(y_search_ss))
+    x_coarse, y_coarse = _subsample(x, y_search, coarse_samples)
     y_coarse = y_coarse - y_coarse.mean(1, keepdim=True)
     yss_coarse = y_coarse.square().sum(1)
     yss_coarse = torch.where(yss_coarse > 0, yss_coarse, torch.ones_like(yss_coarse))
@@ -399,36 +472,56 @@ def fit_affine(
     b_grid = b_range[0] + (b_range[1] - b_range[0]) * steps
     candidates_a, candidates_b = torch.meshgrid(a_grid, b_grid, indexing="ij")
     candidates_a, candidates_b = candidates_a.reshape(-1), candidates_b.reshape(-1)
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations!r}")
     for f_index, function in enumerate(functions):
-        # coarse search: shared candidates for every edge
-        a = candidates_a.expand(n_edges, -1)
-        b = candidates_b.expand(n_edges, -1)
+        # coarse search, shared candidates for every edge; keep the best few local maxima so
+        # that a broad but wrong basin cannot hide a narrow exact one
+        values = function.torch(candidates_a.view(1, -1, 1) * x_coarse.unsqueeze(1) + candidates_b.view(1, -1, 1))
+        r2 = _scores(values, y_coarse, yss_coarse, exact=False)
+        peaks = torch.nn.functional.max_pool2d(
+            r2.view(n_edges, 1, grid_number, grid_number), 3, stride=1, padding=1
+        ).view(n_edges, -1)
+        r2 = torch.where(r2 >= peaks, r2, torch.full_like(r2, -1.0))
+        top = r2.topk(min(starts, r2.shape[1]), dim=1).indices  # (E, K)
+        best_a, best_b = candidates_a[top], candidates_b[top]
+        best_r2 = r2.gather(1, top)
         da = (a_range[1] - a_range[0]) / (grid_number - 1)
         db = (b_range[1] - b_range[0]) / (grid_number - 1)
-        for level in range(iterations + 1):
-            coarse = level == 0
-            xs, yc, yss = (x_coarse, y_coarse, yss_coarse) if coarse else (x, y_centered, y_ss)
-            values = function.torch(a.unsqueeze(-1) * xs.unsqueeze(1) + b.unsqueeze(-1))
-            r2 = _scores(values, yc, yss, exact=not coarse)
-            top = r2.argmax(1, keepdim=True)
-            best_a, best_b = a.gather(1, top), b.gather(1, top)
-            best[:, f_index, 0], best[:, f_index, 1] = best_a[:, 0], best_b[:, 0]
-            best[:, f_index, 2] = r2.gather(1, top)[:, 0]
-            # zoom: a finer grid spanning two coarse cells around the best point
+        for level in range(iterations):
+            # zoom around each kept point; the last level looks at every sample
+            last = level == iterations - 1
             la, lb = torch.meshgrid(_ZOOM * da, _ZOOM * db, indexing="ij")
-            a = best_a + la.reshape(1, -1)
-            b = best_b + lb.reshape(1, -1)
+            a = (best_a.unsqueeze(-1) + la.reshape(1, 1, -1)).reshape(n_edges, -1)
+            b = (best_b.unsqueeze(-1) + lb.reshape(1, 1, -1)).reshape(n_edges, -1)
+            xs, yc, yss = (x, y_search_centered, y_search_ss) if last else (x_coarse, y_coarse, yss_coarse)
+            values = function.torch(a.unsqueeze(-1) * xs.unsqueeze(1) + b.unsqueeze(-1))
+            r2 = _scores(values, yc, yss, exact=last).view(n_edges, best_a.shape[1], -1)
+            pick = r2.argmax(-1, keepdim=True)
+            best_a = a.view_as(r2).gather(-1, pick)[..., 0]
+            best_b = b.view_as(r2).gather(-1, pick)[..., 0]
+            best_r2 = r2.gather(-1, pick)[..., 0]
             da, db = da * _ZOOM_STEP, db * _ZOOM_STEP
+        choice = best_r2.argmax(1, keepdim=True)
+        best[:, f_index, 0] = best_a.gather(1, choice)[:, 0]
+        best[:, f_index, 1] = best_b.gather(1, choice)[:, 0]
+        best[:, f_index, 2] = best_r2.gather(1, choice)[:, 0]
 
     a, b, r2 = best.unbind(-1)
+    # back to the original coordinates: a_n * (x - centre) / half + b_n = a x + b
+    a, b = a / half, b - a * centre / half
+    x = x_original
     # (c, d) by least squares at the chosen (a, b)
     values = torch.stack([f.torch(a[:, i, None] * x + b[:, i, None]) for i, f in enumerate(functions)], dim=1)
+    r2 = _scores(values, y_centered, y_ss, exact=True)
     values = torch.where(torch.isfinite(values), values, torch.zeros_like(values))
     centered = values - values.mean(-1, keepdim=True)
     var = centered.square().sum(-1)
     c = torch.einsum("ecn,en->ec", centered, y_centered) / var.clamp(min=torch.finfo(torch.float64).tiny)
     c = torch.where(r2 > 0, c, torch.zeros_like(c))
     d = y_mean - c * values.mean(-1)
+    if polish:
+        a, b, c, d, r2 = _polish(functions, x, y, a, b, c, d, r2, y_ss, polish)
     # a constant edge is fit exactly by any function with c = 0
     a = torch.where(constant_edge.unsqueeze(1), torch.ones_like(a), a)
     b = torch.where(constant_edge.unsqueeze(1), torch.zeros_like(b), b)
@@ -436,7 +529,7 @@ def fit_affine(
     d = torch.where(constant_edge.unsqueeze(1), y_mean.expand_as(d), d)
     r2 = torch.where(constant_edge.unsqueeze(1), torch.ones_like(r2), r2)
     for i, f in enumerate(functions):
-        a[:, i], b[:, i], c[:, i] = f.canonical(a[:, i], b[:, i], c[:, i])
+        a[:, i], b[:, i], c[:, i], d[:, i] = f.canonical(a[:, i], b[:, i], c[:, i], d[:, i])
     reasons = [
         "constant edge" if bool(constant_edge[e]) else "constant input" if bool(constant_input[e]) else ""
         for e in range(n_edges)

@@ -5,7 +5,7 @@ Edges are named as in pykan: ``(l, i, j)`` is the edge of layer ``l`` from input
 to output (sub)node ``j``. An edge is fit as ``c * f(a * x + b) + d`` to its own values on
 the model's kept training sample (or on given inputs ``x``); candidates are ranked by
 
-    score = weight_simple * complexity + (1 - weight_simple) * log2(1 + 1e-5 - R^2)
+    score = weight_simple * complexity + (1 - weight_simple) * log2(1 + 1e-8 - R^2)
 
 (lower is better), which trades accuracy against simplicity as the paper does. All the
 edges of a layer and all the library functions are fit in one vectorised call.
@@ -48,9 +48,14 @@ class Suggestion:
     reason: str = ""
 
 
+#: The score rewards R^2 up to 1 - R^2 = R2_FLOOR. pykan stops at 1e-5; a lower floor lets an
+#: exact fit of a more complex function beat a merely good fit of a simpler one.
+R2_FLOOR = 1e-8
+
+
 def symbolic_score(r2: torch.Tensor, complexity: torch.Tensor, weight_simple: float) -> torch.Tensor:
-    """The ranking score (lower is better) from R^2 and complexity."""
-    return weight_simple * complexity + (1 - weight_simple) * torch.log2(1 + 1e-5 - r2.clamp(0.0, 1.0))
+    """The ranking score (lower is better) from R^2 and complexity (module docstring)."""
+    return weight_simple * complexity + (1 - weight_simple) * torch.log2(1 + R2_FLOOR - r2.clamp(0.0, 1.0))
 
 
 def resolve_library(lib=None) -> Library:
