@@ -23,7 +23,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_layer.py
 	$(PYTHON) -m venv .venv-pykan
 	.venv-pykan/bin/pip install --quiet --disable-pip-version-check -r benchmarks/requirements-pykan.lock
-	.venv-pykan/bin/python benchmarks/bench_pipeline.py --pykan-python .venv-pykan/bin/python
+	$(PY) benchmarks/bench_pipeline.py --pykan-python .venv-pykan/bin/python
+	$(PY) benchmarks/bench_workflow.py --pykan-python .venv-pykan/bin/python
 
 clean:
 	rm -rf $(VENV) .venv-pykan build src/*.egg-info

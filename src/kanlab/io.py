@@ -31,7 +31,14 @@ def save(model, path) -> None:
     # A custom residual callable is stored by name only; load asks for it again.
     config = model.config()
     tensors = {name: value.detach().contiguous().cpu() for name, value in model.state_dict().items()}
-    metadata = {"format": FORMAT_NAME, "version": str(FORMAT_VERSION), "config": json.dumps(config)}
+    # what the constructor cannot express: pruned inputs and the symbolic edges (by name)
+    state = {"n_inputs": model.n_inputs, "symbolic": model.symbolic_names()}
+    metadata = {
+        "format": FORMAT_NAME,
+        "version": str(FORMAT_VERSION),
+        "config": json.dumps(config),
+        "state": json.dumps(state),
+    }
     payload = to_bytes(tensors, metadata=metadata)
     write_atomically(path, lambda stream: stream.write(payload))
 
@@ -94,8 +101,9 @@ def load(path, *, base_fun: Callable | None = None, library=None, device=None):
                 f"({config['base_fun'][7:]}); pass it as KAN.load(path, base_fun=...)"
             )
         config["base_fun"] = base_fun
-    symbolic = config.pop("symbolic", [])
-    n_inputs = config.pop("n_inputs", None)
+    state = json.loads(metadata.get("state", "{}"))
+    symbolic = state.get("symbolic", [])
+    n_inputs = state.get("n_inputs")
     model = KAN(**config, dtype=dtype)
     if n_inputs is not None:
         model._n_inputs = int(n_inputs)

@@ -170,23 +170,21 @@ class KAN(nn.Module):
         options["base_fun"] = name
         options["grid_range"] = list(self.grid_range)
         options["grid"] = self.grid
-        config = {
+        return {
             "width": [list(pair) for pair in self.width],
             "mult_arity": [list(row) for row in self.mult_arity],
             "seed": self.seed,
             "dtype": str(self.dtype).removeprefix("torch."),
             **options,
         }
-        if self._n_inputs != self.width_in[0]:
-            config["n_inputs"] = self._n_inputs
-        symbolic = [
+
+    def symbolic_names(self) -> list[list]:
+        """``[[l, i, j, function name], ...]`` for every symbolic edge (what ``save`` records)."""
+        return [
             [l, i, j, function.name]
             for l, layer in enumerate(self.layers)
             for (j, i), function in sorted(layer.symbolic_edges.items())
         ]
-        if symbolic:
-            config["symbolic"] = symbolic
-        return config
 
     def extra_repr(self) -> str:
         width = [w[0] if not w[1] else list(w) for w in self.width]
