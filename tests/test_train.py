@@ -69,6 +69,30 @@ def test_regularization_equals_the_explicit_formula(data64):
     assert value.item() == pytest.approx(expected, rel=1e-10)
 
 
+@pytest.mark.parametrize("base_fun", ["silu", "zero"])
+def test_training_path_edge_norms_equal_explicit_activations(base_fun):
+    """fit's regulariser reads |phi|_1 off the forward pass's features; it must equal the
+    explicit per-edge mean, values and gradients, with a symbolic edge and a masked one."""
+    from kanlab.functions import default_library
+
+    model = KAN([3, [2, 1], 2], base_fun=base_fun, dtype=torch.float64, seed=3)
+    model.layers[0].set_symbolic(1, 2, default_library()["sin"], (1.5, 0.1, 0.7, 0.0))
+    model.remove_edge(1, 0, 1)
+    x = (torch.rand(70, 3, dtype=torch.float64) * 2.4 - 1.2).requires_grad_(True)
+    out, norms = model.forward_with_edge_norms(x)
+    torch.testing.assert_close(out, model(x))
+    inputs = model.forward_with_inputs(x)[1]
+    explicit = [layer.edge_activations(h, part="numeric").abs().mean(0) for layer, h in zip(model.layers, inputs)]
+    for fast, slow in zip(norms, explicit):
+        torch.testing.assert_close(fast, slow)
+    weights = [torch.rand_like(n) for n in norms]
+    fast_grads = torch.autograd.grad(sum((w * n).sum() for w, n in zip(weights, norms)), [x, *model.parameters()], allow_unused=True)
+    slow_grads = torch.autograd.grad(sum((w * n).sum() for w, n in zip(weights, explicit)), [x, *model.parameters()], allow_unused=True)
+    for fast, slow, wrt in zip(fast_grads, slow_grads, [x, *model.parameters()]):
+        zero = torch.zeros_like(wrt)  # an unused input is a zero gradient either way
+        torch.testing.assert_close(zero if fast is None else fast, zero if slow is None else slow)
+
+
 def test_sparsification_shrinks_edges(data64):
     plain = KAN([2, 5, 1], dtype=torch.float64)
     sparse = KAN([2, 5, 1], dtype=torch.float64)

@@ -269,8 +269,8 @@ class KnotPlan:
     derivative_table: torch.Tensor | None
     basis_index: torch.Tensor  # (n_knots + 1, k + 1) clamped basis index per interval row
     basis_exists: torch.Tensor  # (n_knots + 1, k + 1) 0/1: that basis exists
-    cardinal: tuple  # per local basis, its power coefficients in f (uniform knots)
-    cardinal_derivative: tuple  # per local basis, the power coefficients of its f-derivative
+    cardinal: torch.Tensor  # (k + 1 powers, k + 1 local bases): the bases as polynomials in f (uniform knots)
+    cardinal_derivative: torch.Tensor  # (k powers, k + 1 local bases): their f-derivatives
     scatter_index: torch.Tensor  # (n_knots + 1, k + 1) like basis_index, but G + k where no basis exists
 
     @property
@@ -304,8 +304,8 @@ def plan_knots(knots: torch.Tensor, k: int, uniform: bool | None = None) -> Knot
         derivative_table=tables[1],
         basis_index=index.clamp(0, n_knots - k - 2),
         basis_exists=exists,
-        cardinal=tuple(tuple(cardinal[:, r].tolist()) for r in range(k + 1)),
-        cardinal_derivative=tuple(tuple(cardinal_derivative[:, r].tolist()) for r in range(k + 1)),
+        cardinal=cardinal.to(knots),
+        cardinal_derivative=cardinal_derivative.to(knots),
         scatter_index=torch.where(exists > 0, index.clamp(0, n_knots - k - 2), n_knots - k - 1),
     )
 
@@ -397,17 +397,14 @@ def _locate_uniform(x: torch.Tensor, plan: KnotPlan):
     return position, (scaled - span.clamp(0, n_knots - 2)).clamp(0, 1)
 
 
-def _polynomials(f: torch.Tensor, coefficients: tuple, in_place: bool) -> torch.Tensor:
-    """Evaluate one polynomial per entry of ``coefficients`` (low power first) at ``f`` by
-    Horner's rule with scalar coefficients; stacked on a new last axis. ``in_place`` reuses
-    buffers (only where no autograd graph is being built)."""
-    values = []
-    for powers in coefficients:
-        value = torch.full_like(f, powers[-1])
-        for c in reversed(powers[:-1]):
-            value = value.mul_(f).add_(c) if in_place else value * f + c
-        values.append(value)
-    return torch.stack(values, dim=-1)
+def _polynomials(f: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """``(N, in, width)`` values of polynomials in ``f`` ``(N, in)``: ``[1, f, f^2, ..] @ matrix``
+    with ``matrix`` ``(powers, width)``. A handful of operations whatever the degree, and
+    differentiable everywhere (plain products, no ``pow``)."""
+    powers = [torch.ones_like(f), f]
+    while len(powers) < matrix.shape[0]:
+        powers.append(powers[-1] * f)
+    return torch.stack(powers[: matrix.shape[0]], dim=-1) @ matrix
 
 
 def _basis_index(position: torch.Tensor, plan: KnotPlan) -> tuple[torch.Tensor, torch.Tensor]:
@@ -427,7 +424,7 @@ def _local_values(x: torch.Tensor, plan: KnotPlan) -> tuple[torch.Tensor, torch.
     k = plan.k
     if plan.uniform:
         position, f = _locate_uniform(x, plan)
-        values = _polynomials(f, plan.cardinal, in_place=not torch.is_grad_enabled())
+        values = _polynomials(f, plan.cardinal)
     else:
         position, rows = _locate(x, plan, plan.value_table)
         values = _horner(_offset(x, position, plan, rows[..., 0]), rows, k, k + 1)
@@ -456,7 +453,7 @@ def _local_derivative(x: torch.Tensor, plan: KnotPlan) -> tuple[torch.Tensor, to
     k = plan.k
     if plan.uniform:
         position, f = _locate_uniform(x, plan)
-        derivative = _polynomials(f, plan.cardinal_derivative, in_place=not torch.is_grad_enabled())
+        derivative = _polynomials(f, plan.cardinal_derivative)
         index, exists = _basis_index(position, plan)
         return derivative * (exists / plan.step.unsqueeze(-1)), index
     position, rows = _locate(x, plan, plan.derivative_table)
