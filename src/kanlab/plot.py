@@ -30,14 +30,9 @@ def _layer_inputs(model, x):
     """Inputs of every layer: on samples, or evenly across each layer's knot span."""
     if x is not None or model.sample_input is not None:
         return model.layer_inputs(x)
-    from .splines import knot_span
+    from .splines import points_across
 
-    inputs = []
-    for layer in model.layers:
-        low, high = knot_span(layer.grid, layer.k)
-        steps = torch.linspace(0, 1, 101, dtype=layer.coef.dtype, device=layer.coef.device).unsqueeze(1)
-        inputs.append(low + (high - low) * steps)
-    return inputs
+    return [points_across(layer.grid, layer.k, 101) for layer in model.layers]
 
 
 def _positions(n: int) -> list[float]:

@@ -38,6 +38,7 @@ __all__ = [
     "fit_coefficients",
     "refit_spline",
     "knot_span",
+    "points_across",
 ]
 
 
@@ -597,6 +598,13 @@ def knot_span(knots: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return knots[:, k], knots[:, -(k + 1)]
 
 
+def points_across(knots: torch.Tensor, k: int, count: int) -> torch.Tensor:
+    """``count`` evenly spaced points ``(count, in)`` across each input's interior knot range."""
+    low, high = knot_span(knots, k)
+    fractions = torch.linspace(0, 1, count, dtype=knots.dtype, device=knots.device)
+    return low + (high - low) * fractions.unsqueeze(1)
+
+
 def refit_spline(
     knots: torch.Tensor,
     coef: torch.Tensor,
@@ -617,9 +625,7 @@ def refit_spline(
     count = 2 * n_new_basis if fill_points is None else fill_points
     points = []
     if count > 0:
-        low, high = knot_span(new_knots, k)
-        fractions = torch.linspace(0, 1, count, dtype=new_knots.dtype, device=new_knots.device)
-        points.append(low + (high - low) * fractions.unsqueeze(1))  # (count, in)
+        points.append(points_across(new_knots, k, count))
     if samples is not None:
         points.append(samples.to(new_knots.dtype))
     if not points:

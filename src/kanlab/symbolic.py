@@ -193,10 +193,9 @@ def unfix_symbolic_all(model, *, edges=None, refit: bool = True, x: torch.Tensor
     for l, pairs in sorted(by_layer.items()):
         layer = model.layers[l]
         if refit:
-            low, high = splines.knot_span(layer.grid, layer.k)
-            even = torch.linspace(0, 1, 4 * layer.n_basis + 1, dtype=layer.coef.dtype, device=layer.coef.device)
-            points = low + (high - low) * even.unsqueeze(1)  # (P, in) across each input's grid
+            points = splines.points_across(layer.grid, layer.k, 4 * layer.n_basis + 1)
             if inputs is not None:
+                low, high = splines.knot_span(layer.grid, layer.k)
                 points = torch.cat([points, inputs[l].clamp(low, high)])
             symbolic = layer.edge_activations(points) - layer.edge_activations(points, part="numeric")
             residual = layer.base_fun(points).unsqueeze(1) * layer.scale_base
