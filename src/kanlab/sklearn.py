@@ -1,0 +1,225 @@
+"""scikit-learn estimators: ``KANRegressor`` and ``KANClassifier`` (needs ``scikit-learn``).
+
+Both scale every feature linearly onto the grid range ``[-1, 1]`` using the training
+minimum and maximum (a constant feature maps to -1), so raw features work; values outside
+the training range at predict time fall outside the grid, where only the residual branch
+acts. ``KANRegressor`` also standardises each target (mean 0, standard deviation 1) and
+undoes it on prediction. The trained network is ``module_`` (a ``kanlab.KAN`` on the scaled
+data); ``symbolic_formula`` composes its formula in the original units.
+
+Training is ``kanlab.fit`` once per grid in ``grid`` (grid extension between stages),
+``steps`` steps each; ``loss_curve_`` holds the objective after every step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+from .model import KAN
+from .train import fit as fit_model
+
+__all__ = ["KANRegressor", "KANClassifier"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _grids(grid) -> list[int]:
+    grids = [grid] if isinstance(grid, (int, np.integer)) else list(grid)
+    if not grids or any(not isinstance(g, (int, np.integer)) or isinstance(g, bool) or g < 1 for g in grids):
+        raise ValueError(f"grid must be a positive int or a sequence of them (grid extension), got {grid!r}")
+    return [int(g) for g in grids]
+
+
+def _hidden(hidden_width) -> list[int]:
+    widths = [hidden_width] if isinstance(hidden_width, (int, np.integer)) else list(hidden_width)
+    if any(not isinstance(w, (int, np.integer)) or isinstance(w, bool) or w < 1 for w in widths):
+        raise ValueError(f"hidden_width must be a positive int or a sequence of them, got {hidden_width!r}")
+    return [int(w) for w in widths]
+
+
+class _KANEstimator(BaseEstimator):
+    """Shared parameters and training; subclasses define the outputs and the loss."""
+
+    def __init__(
+        self,
+        hidden_width=(5,),
+        *,
+        grid=(5, 10),
+        k=3,
+        steps=50,
+        opt="LBFGS",
+        lr=1.0,
+        batch_size=-1,
+        lamb=0.0,
+        update_grid=True,
+        dtype="float64",
+        random_state=None,
+    ):
+        self.hidden_width = hidden_width
+        self.grid = grid
+        self.k = k
+        self.steps = steps
+        self.opt = opt
+        self.lr = lr
+        self.batch_size = batch_size
+        self.lamb = lamb
+        self.update_grid = update_grid
+        self.dtype = dtype
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ helpers
+    def _torch_dtype(self) -> torch.dtype:
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        return _DTYPES[self.dtype]
+
+    def _check_samples(self, X) -> None:
+        if X.shape[0] < 2:
+            raise ValueError(f"{type(self).__name__} needs at least 2 samples, got n_samples = {X.shape[0]}")
+
+    def _fit_scaler(self, X: np.ndarray) -> None:
+        self.x_min_ = X.min(axis=0)
+        span = X.max(axis=0) - self.x_min_
+        self.x_span_ = np.where(span > 0, span, 1.0)
+
+    def _scaled(self, X: np.ndarray) -> torch.Tensor:
+        scaled = 2.0 * (X - self.x_min_) / self.x_span_ - 1.0
+        return torch.as_tensor(scaled, dtype=self._torch_dtype())
+
+    def _train(self, X: torch.Tensor, Y: torch.Tensor, n_out: int, loss_fn=None) -> None:
+        grids = _grids(self.grid)
+        if self.opt not in ("LBFGS", "Adam"):
+            raise ValueError(f"opt must be 'LBFGS' or 'Adam', got {self.opt!r}")
+        seed = int(check_random_state(self.random_state).randint(2**31 - 1))
+        width = [X.shape[1], *_hidden(self.hidden_width), n_out]
+        model = KAN(width, grid=grids[0], k=self.k, seed=seed, dtype=self._torch_dtype())
+        curve = []
+        for stage, grid in enumerate(grids):
+            if stage:
+                model = model.refine(grid, X)
+            history = fit_model(
+                model, (X, Y), opt=self.opt, steps=self.steps, lr=self.lr, batch=self.batch_size,
+                lamb=self.lamb, update_grid=self.update_grid, loss_fn=loss_fn, log=1, seed=seed,
+                progress=False,
+            )
+            curve.extend(history["objective"])
+            if history["stopped"] == "diverged":
+                break
+        self.module_ = model
+        self.loss_curve_ = curve
+        self.n_iter_ = len(curve)
+
+    def _forward(self, X) -> torch.Tensor:
+        check_is_fitted(self, "module_")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        with torch.no_grad():
+            return self.module_(self._scaled(X))
+
+    def symbolic_formula(self, var_names=None, round_digits: int | None = 4) -> list:
+        """The network's formula per output in the original feature (and, for the regressor,
+        target) units; call ``module_.auto_symbolic()`` first. ``var_names`` defaults to the
+        training frame's column names, else ``x_1 ... x_n``."""
+        import sympy
+
+        from .formula import round_formula, symbolic_formula
+
+        check_is_fitted(self, "module_")
+        if var_names is None:
+            names = getattr(self, "feature_names_in_", None)
+            var_names = list(names) if names is not None else [f"x_{i + 1}" for i in range(self.n_features_in_)]
+        symbols = [sympy.Symbol(str(name)) for name in var_names]
+        scaled = [sympy.Symbol(f"_s{i}") for i in range(len(symbols))]
+        outputs = symbolic_formula(self.module_, scaled)
+        back = {s: 2 * (x - float(lo)) / float(span) - 1 for s, x, lo, span in zip(scaled, symbols, self.x_min_, self.x_span_)}
+        result = []
+        for j, expr in enumerate(outputs):
+            expr = self._unscale_output(expr.subs(back), j)
+            result.append(round_formula(expr, round_digits) if round_digits is not None else expr)
+        return result
+
+    def _unscale_output(self, expr, j: int):
+        return expr
+
+
+class KANRegressor(RegressorMixin, _KANEstimator):
+    """KAN regression with scikit-learn's interface; one or several targets.
+
+    ``hidden_width``: hidden layer widths (``(5,)`` gives ``KAN([n_features, 5, n_targets])``);
+    ``grid``: grid intervals, or a sequence for grid extension (``(5, 10)``: train at 5, refine
+    to 10, train again); ``steps`` per grid; ``opt`` ``"LBFGS"`` or ``"Adam"`` with ``lr``;
+    ``batch_size`` -1 for full batch; ``lamb`` the paper's sparsification strength;
+    ``update_grid`` adapts grids to the data during the first steps of each stage.
+    """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True, dtype=np.float64)
+        self._check_samples(X)
+        Y = y.reshape(-1, 1) if y.ndim == 1 else y
+        self._y_ndim = y.ndim
+        self.n_outputs_ = Y.shape[1]
+        self._fit_scaler(X)
+        self.y_mean_ = Y.mean(axis=0)
+        std = Y.std(axis=0)
+        self.y_scale_ = np.where(std > 0, std, 1.0)
+        target = torch.as_tensor((Y - self.y_mean_) / self.y_scale_, dtype=self._torch_dtype())
+        self._train(self._scaled(X), target, self.n_outputs_)
+        return self
+
+    def predict(self, X):
+        """Predictions ``(n_samples,)``, or ``(n_samples, n_targets)`` if fit on a 2-D ``y``."""
+        pred = self._forward(X).cpu().double().numpy() * self.y_scale_ + self.y_mean_
+        return pred.ravel() if self._y_ndim == 1 else pred
+
+    def _unscale_output(self, expr, j: int):
+        return expr * float(self.y_scale_[j]) + float(self.y_mean_[j])
+
+
+def _soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against one-hot ``target`` ``(N, n_classes)``."""
+    return torch.nn.functional.cross_entropy(logits, target)
+
+
+class KANClassifier(ClassifierMixin, _KANEstimator):
+    """KAN classification (binary or multi-class) with scikit-learn's interface.
+
+    The network has one output per class (logits), trained with cross-entropy;
+    ``predict_proba`` is their softmax. Parameters as ``KANRegressor``.
+    """
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        self._check_samples(X)
+        encoder = LabelEncoder()
+        codes = encoder.fit_transform(y)
+        self.classes_ = encoder.classes_
+        if len(self.classes_) < 2:
+            raise ValueError(f"KANClassifier needs samples of at least 2 classes, got 1 class: {self.classes_[0]!r}")
+        self._fit_scaler(X)
+        onehot = torch.nn.functional.one_hot(torch.as_tensor(codes), len(self.classes_)).to(self._torch_dtype())
+        self._train(self._scaled(X), onehot, len(self.classes_), loss_fn=_soft_cross_entropy)
+        return self
+
+    def predict_proba(self, X):
+        """Class probabilities ``(n_samples, n_classes)`` in the order of ``classes_``."""
+        return torch.softmax(self._forward(X), dim=1).cpu().double().numpy()
+
+    def predict_log_proba(self, X):
+        return torch.log_softmax(self._forward(X), dim=1).cpu().double().numpy()
+
+    def predict(self, X):
+        check_is_fitted(self, "module_")
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]

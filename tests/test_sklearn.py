@@ -1,0 +1,102 @@
+"""scikit-learn estimators: the conformance suite, Pipeline / GridSearchCV, pickle, formulas."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+from sklearn.base import clone  # noqa: E402
+from sklearn.model_selection import GridSearchCV  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+from kanlab.sklearn import KANClassifier, KANRegressor  # noqa: E402
+
+# Small budgets keep the ~45 checks per estimator fast; the checks that need a good fit
+# (regressors_train, classifiers_train) pass with these.
+FAST = dict(hidden_width=(4,), grid=(5,), steps=15, random_state=0)
+
+
+@parametrize_with_checks([KANRegressor(**FAST), KANClassifier(**FAST)])
+def test_sklearn_conformance(estimator, check):
+    check(estimator)
+
+
+# What the conformance suite skips here, and why that does not apply:
+# - array API input: the estimators compute with torch, not the array API (no
+#   ``array_api_support`` tag), and scikit-learn only checks it with SCIPY_ARRAY_API=1.
+
+
+def _regression_data(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-3, 5, size=(n, 2))
+    y = 3.0 * X[:, 0] + 0.5 * X[:, 1] ** 2 + 10.0
+    return X, y
+
+
+def test_regressor_fits_raw_features_and_exposes_the_kan():
+    X, y = _regression_data()
+    model = KANRegressor(hidden_width=(3,), grid=(5,), steps=30, random_state=0).fit(X, y)
+    assert model.score(X, y) > 0.999
+    assert model.module_.width_in == [2, 3, 1]
+    assert len(model.loss_curve_) == 30 and model.n_iter_ == 30
+    assert model.predict(X).shape == (200,)
+
+
+def test_regressor_formula_in_original_units():
+    X, y = _regression_data()
+    model = KANRegressor(hidden_width=(1,), grid=(5,), steps=40, random_state=0).fit(X, y)
+    model.module_.auto_symbolic(lib=["x", "x^2"])
+    (formula,) = model.symbolic_formula(var_names=["a", "b"], round_digits=None)
+    import sympy
+
+    fn = sympy.lambdify(sympy.symbols("a b"), formula, "numpy")
+    X_new, _ = _regression_data(50, seed=1)
+    # the formula is the fitted estimator in the original units, scaling included
+    np.testing.assert_allclose(fn(X_new[:, 0], X_new[:, 1]), model.predict(X_new), rtol=1e-9, atol=1e-9)
+    assert {str(s) for s in formula.free_symbols} == {"a", "b"}
+
+
+def test_multi_output_regression():
+    X, y = _regression_data()
+    Y = np.stack([y, -2 * y + 1], axis=1)
+    model = KANRegressor(hidden_width=(4,), grid=(5,), steps=30, random_state=0).fit(X, Y)
+    assert model.predict(X).shape == (200, 2)
+    assert model.score(X, Y) > 0.99
+
+
+def test_classifier_multiclass_and_binary():
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    names = np.array(["setosa", "versicolor", "virginica"])[y]
+    model = KANClassifier(hidden_width=(3,), grid=(3,), steps=30, random_state=0).fit(X, names)
+    assert list(model.classes_) == ["setosa", "versicolor", "virginica"]
+    proba = model.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert model.score(X, names) > 0.95
+    binary = KANClassifier(hidden_width=(2,), grid=(3,), steps=20, random_state=0).fit(X, y == 0)
+    assert binary.predict_proba(X).shape == (150, 2) and binary.score(X, y == 0) == 1.0
+
+
+def test_pipeline_grid_search_pickle_and_clone():
+    X, y = _regression_data(120)
+    pipe = make_pipeline(StandardScaler(), KANRegressor(hidden_width=(2,), grid=(3,), steps=10, random_state=0))
+    search = GridSearchCV(pipe, {"kanregressor__grid": [(3,), (3, 5)]}, cv=2).fit(X, y)
+    assert search.best_params_["kanregressor__grid"] in [(3,), (3, 5)]
+    restored = pickle.loads(pickle.dumps(search.best_estimator_))
+    np.testing.assert_array_equal(restored.predict(X), search.best_estimator_.predict(X))
+    fresh = clone(search.best_estimator_)
+    assert not hasattr(fresh[-1], "module_")
+
+
+def test_grid_extension_schedule_and_bad_parameters():
+    X, y = _regression_data(100)
+    model = KANRegressor(hidden_width=(2,), grid=(3, 6), steps=5, random_state=0).fit(X, y)
+    assert model.module_.grid == 6 and len(model.loss_curve_) == 10
+    for bad, match in (({"grid": 0}, "grid"), ({"hidden_width": (0,)}, "hidden_width"), ({"opt": "SGD"}, "opt"),
+                       ({"dtype": "float16"}, "dtype")):
+        with pytest.raises(ValueError, match=match):
+            KANRegressor(**{**FAST, **bad}).fit(X, y)
