@@ -1,12 +1,274 @@
-"""The ``kanlab`` command line. Nothing else in the package imports this module."""
+"""The ``kanlab`` command line. Nothing else in the package imports this module.
+
+Commands: ``fit`` (a CSV to a model, a picture, a JSON report and the formula), ``predict``,
+``formula``, ``plot``, ``info`` and ``demo``. Every error is one line on stderr and exit
+status 2; nothing that exists is overwritten without ``--force``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
 import sys
+import time
+from pathlib import Path
 
 __all__ = ["main"]
+
+logger = logging.getLogger("kanlab")
+
+
+class CommandError(ValueError):
+    """A problem with the command's arguments or files (printed as one line, exit status 2)."""
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _parse_ints(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CommandError(f"{option} must be comma-separated positive integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise CommandError(f"{option} must be comma-separated positive integers, got {text!r}")
+    return values
+
+
+def _check_free(paths, force: bool) -> None:
+    """Refuse to overwrite existing files unless ``force``."""
+    for path in paths:
+        if Path(path).exists() and not force:
+            raise CommandError(f"{str(path)!r} already exists; pass --force to overwrite it")
+        if not Path(path).parent.is_dir():
+            raise CommandError(f"the directory of {str(path)!r} does not exist")
+
+
+def _load_model(path):
+    from .io import ModelFileError, load
+
+    try:
+        return load(path)
+    except FileNotFoundError:
+        raise CommandError(f"model file {str(path)!r} does not exist") from None
+    except ModelFileError as error:
+        raise CommandError(str(error)) from None
+
+
+def _columns(model) -> tuple[list[str], list[str]]:
+    """Input and output names stored by ``kanlab fit`` (else x_1.., y_1..)."""
+    meta = model.metadata
+    features = meta.get("features") or [f"x_{i + 1}" for i in range(model.n_inputs)]
+    targets = meta.get("targets") or [f"y_{j + 1}" for j in range(model.width_in[-1])]
+    return list(features), list(targets)
+
+
+def _scalings(model):
+    from .scaling import AffineScaling
+
+    meta = model.metadata
+    x = AffineScaling.from_dict(meta["x_scaling"]) if "x_scaling" in meta else None
+    y = AffineScaling.from_dict(meta["y_scaling"]) if "y_scaling" in meta else None
+    return x, y
+
+
+def _formula(model, digits: int | None):
+    """The formula in the data's units, or None while some edge is still a spline."""
+    import numpy as np
+
+    from .scaling import AffineScaling, formula_in_units
+
+    features, _ = _columns(model)
+    x_scaling, y_scaling = _scalings(model)
+    if x_scaling is None:
+        x_scaling = AffineScaling(offset=np.zeros(len(features)), scale=np.ones(len(features)))
+    try:
+        return formula_in_units(model, features, x_scaling, y_scaling, digits)
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------- fit
+def _fit(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from . import plot
+    from .model import KAN
+    from .scaling import AffineScaling
+    from .tabular import MIN_ROWS, read_table
+
+    output = Path(args.output)
+    picture, report_path = output.with_suffix(".png"), output.with_suffix(".json")
+    _check_free([output, picture, report_path], args.force)
+    hidden = _parse_ints(args.width, "--width")
+    grids = _parse_ints(args.grid, "--grid")
+    features = [c.strip() for c in args.features.split(",")] if args.features else None
+    if not 0 < args.val_fraction < 1:
+        raise CommandError(f"--val-fraction must lie in (0, 1), got {args.val_fraction}")
+    table = read_table(args.data, target=args.target, features=features, dropna=args.dropna, min_rows=MIN_ROWS)
+    if table.dropped:
+        _say(f"dropped {table.dropped} row(s) with empty or NaN cells")
+
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(table.X.shape[0])
+    n_val = max(1, int(round(args.val_fraction * len(order))))
+    val_rows, train_rows = order[:n_val], order[n_val:]
+    x_scaling = AffineScaling.to_range(table.X[train_rows])
+    y_scaling = AffineScaling.standard(table.y[train_rows, None])
+    dtype = torch.float64
+
+    def tensors(rows):
+        X = torch.as_tensor(x_scaling.forward(table.X[rows]), dtype=dtype)
+        y = torch.as_tensor(y_scaling.forward(table.y[rows, None]), dtype=dtype)
+        return X, y
+
+    train, val = tensors(train_rows), tensors(val_rows)
+    data = {"train_input": train[0], "train_label": train[1], "test_input": val[0], "test_label": val[1]}
+    scale = float(y_scaling.scale[0])
+    stages = []
+
+    def record(name, model, seconds):
+        with torch.no_grad():
+            rmse = [math.sqrt(torch.mean((model(x) - y) ** 2).item()) * scale for x, y in (train, val)]
+        stages.append({"stage": name, "width": model.width_in, "train_rmse": rmse[0], "val_rmse": rmse[1],
+                       "seconds": round(seconds, 3)})
+        _say(f"{name:<16} width {model.width_in}  train RMSE {rmse[0]:.4g}  validation RMSE {rmse[1]:.4g}  ({seconds:.1f} s)")
+
+    def train_stage(model, lamb=0.0, steps=args.steps):
+        begin = time.perf_counter()
+        model.fit(data, opt="LBFGS", steps=steps, lamb=lamb, log=steps, progress=args.progress)
+        return time.perf_counter() - begin
+
+    _say(f"{len(train_rows)} training and {len(val_rows)} validation rows; features {', '.join(table.features)}; "
+         f"target {table.target}")
+    model = KAN([len(table.features), *hidden, 1], grid=grids[0], k=3, seed=args.seed, dtype=dtype)
+    lamb = args.lamb if args.lamb is not None else (1e-3 if args.symbolic else 0.0)
+    record(f"train grid {grids[0]}", model, train_stage(model, lamb))
+    if args.symbolic:
+        begin = time.perf_counter()
+        model = model.prune()
+        record("prune", model, time.perf_counter() - begin)
+        record(f"train grid {grids[0]}", model, train_stage(model))
+    for grid in grids[1:]:
+        begin = time.perf_counter()
+        model = model.refine(grid)
+        record(f"train grid {grid}", model, time.perf_counter() - begin + train_stage(model))
+    formula = None
+    if args.symbolic:
+        begin = time.perf_counter()
+        model.auto_symbolic()
+        record("auto_symbolic", model, time.perf_counter() - begin)
+        record("train symbolic", model, train_stage(model))
+    model.metadata = {
+        "features": table.features,
+        "targets": [table.target],
+        "x_scaling": x_scaling.to_dict(),
+        "y_scaling": y_scaling.to_dict(),
+        "source": str(args.data),
+    }
+    if args.symbolic:
+        formulas = _formula(model, 4)
+        formula = str(formulas[0]) if formulas else None
+        _say(f"formula: {table.target} = {formula}")
+    model.save(output)
+    plot.draw(model, picture, in_vars=table.features, out_vars=[table.target])
+    report = {
+        "data": str(args.data), "target": table.target, "features": table.features,
+        "rows": {"train": int(len(train_rows)), "validation": int(len(val_rows)), "dropped": table.dropped},
+        "width": model.width_in, "grid": model.grid, "stages": stages, "formula": formula,
+        "model": str(output), "picture": str(picture),
+    }
+    from .io import write_atomically
+
+    write_atomically(report_path, lambda stream: stream.write(json.dumps(report, indent=2).encode()))
+    _say(f"wrote {output}, {picture} and {report_path}")
+    return 0
+
+
+# ---------------------------------------------------------------------- the other commands
+def _predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .tabular import read_table
+
+    if args.output:
+        _check_free([args.output], args.force)
+    model = _load_model(args.model)
+    features, targets = _columns(model)
+    table = read_table(args.data, features=features, dropna=args.dropna)
+    x_scaling, y_scaling = _scalings(model)
+    X = x_scaling.forward(table.X) if x_scaling is not None else table.X
+    with torch.no_grad():
+        pred = model(torch.as_tensor(X, dtype=model.dtype)).double().numpy()
+    if y_scaling is not None:
+        pred = y_scaling.inverse(pred)
+    frame = table.frame.copy()
+    for j, name in enumerate(targets):
+        frame[f"{name}_predicted"] = pred[:, j]
+    if args.output:
+        from .io import write_atomically
+
+        text = frame.to_csv(index=False)
+        write_atomically(args.output, lambda stream: stream.write(text.encode()))
+        _say(f"wrote {len(frame)} predictions to {args.output}")
+    else:
+        frame.to_csv(sys.stdout, index=False)
+    return 0
+
+
+def _formula_command(args: argparse.Namespace) -> int:
+    model = _load_model(args.model)
+    formulas = _formula(model, None if args.digits < 0 else args.digits)
+    if formulas is None:
+        raise CommandError(
+            f"{args.model!r} still has spline edges, so it has no formula; train it with "
+            "`kanlab fit ... --symbolic` (or call auto_symbolic in Python)"
+        )
+    _, targets = _columns(model)
+    if args.latex:
+        from .export import to_latex
+
+        for name, expr in zip(targets, formulas):
+            _say(f"{name} = {to_latex(expr)}")
+    else:
+        for name, expr in zip(targets, formulas):
+            _say(f"{name} = {expr}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from . import plot
+
+    _check_free([args.output], args.force)
+    model = _load_model(args.model)
+    features, targets = _columns(model)
+    plot.draw(model, args.output, in_vars=features, out_vars=targets)
+    _say(f"wrote {args.output}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    model = _load_model(args.model)
+    features, targets = _columns(model)
+    n_symbolic = sum(len(layer.symbolic_edges) for layer in model.layers)
+    n_edges = sum(int(layer.mask.sum().item()) for layer in model.layers)
+    n_parameters = sum(p.numel() for p in model.parameters())
+    _say(f"model     {args.model}")
+    _say(f"width     {model.width_in}")
+    _say(f"grid      {model.grid} intervals, degree k = {model.k}, {str(model.dtype).replace('torch.', '')}")
+    _say(f"edges     {n_edges} active, {n_symbolic} symbolic; {n_parameters} parameters")
+    _say(f"inputs    {', '.join(features)}")
+    _say(f"outputs   {', '.join(targets)}")
+    formulas = _formula(model, 4) if n_symbolic else None
+    if formulas is not None:
+        for name, expr in zip(targets, formulas):
+            _say(f"formula   {name} = {expr}")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -24,6 +286,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kanlab", description="Kolmogorov-Arnold Networks")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    fit = commands.add_parser("fit", help="train a KAN on a CSV file; write the model, its picture and a report")
+    fit.add_argument("data", help="CSV file with a header row")
+    fit.add_argument("--target", required=True, help="the column to predict")
+    fit.add_argument("--features", help="comma-separated input columns (default: all others)")
+    fit.add_argument("--width", default="5", help="hidden layer widths, comma-separated (default 5)")
+    fit.add_argument("--grid", default="5,10,20", help="grid intervals per stage: grid extension (default 5,10,20)")
+    fit.add_argument("--steps", type=int, default=50, help="LBFGS steps per stage (default 50)")
+    fit.add_argument("--symbolic", action="store_true", help="sparsify, prune, snap edges to formulas")
+    fit.add_argument("--lamb", type=float, help="sparsification strength (default 1e-3 with --symbolic, else 0)")
+    fit.add_argument("--val-fraction", type=float, default=0.2, help="share of rows held out (default 0.2)")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--dropna", action="store_true", help="drop rows with empty or NaN cells instead of failing")
+    fit.add_argument("--force", action="store_true", help="overwrite existing output files")
+    fit.add_argument("-o", "--output", default="model.kan", help="model file; the .png and .json go beside it")
+    fit.set_defaults(handler=_fit)
+
+    predict = commands.add_parser("predict", help="predict with a model on a CSV file")
+    predict.add_argument("model")
+    predict.add_argument("data")
+    predict.add_argument("-o", "--output", help="CSV to write (default: standard output)")
+    predict.add_argument("--dropna", action="store_true", help="drop rows with empty or NaN cells")
+    predict.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    predict.set_defaults(handler=_predict)
+
+    formula = commands.add_parser("formula", help="print a symbolic model's formula")
+    formula.add_argument("model")
+    formula.add_argument("--latex", action="store_true", help="print LaTeX")
+    formula.add_argument("--digits", type=int, default=4, help="round numbers to this many digits (-1: exact)")
+    formula.set_defaults(handler=_formula_command)
+
+    draw = commands.add_parser("plot", help="draw a model")
+    draw.add_argument("model")
+    draw.add_argument("-o", "--output", default="kan.png")
+    draw.add_argument("--force", action="store_true", help="overwrite an existing picture")
+    draw.set_defaults(handler=_plot)
+
+    info = commands.add_parser("info", help="describe a model file")
+    info.add_argument("model")
+    info.set_defaults(handler=_info)
+
     demo = commands.add_parser(
         "demo",
         help="the paper's workflow on exp(sin(pi x) + y^2): train, prune, refine, snap, formula",
@@ -42,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    # a progress bar on a terminal, nothing on a pipe
+    args.progress = None
     try:
         return args.handler(args)
     except (ValueError, TypeError, FileNotFoundError) as error:

@@ -33,11 +33,16 @@ def save(model, path) -> None:
     tensors = {name: value.detach().contiguous().cpu() for name, value in model.state_dict().items()}
     # what the constructor cannot express: pruned inputs and the symbolic edges (by name)
     state = {"n_inputs": model.n_inputs, "symbolic": model.symbolic_names()}
+    try:
+        notes = json.dumps(getattr(model, "metadata", {}) or {})
+    except TypeError as error:
+        raise TypeError(f"model.metadata must hold JSON-serialisable values only ({error})") from None
     metadata = {
         "format": FORMAT_NAME,
         "version": str(FORMAT_VERSION),
         "config": json.dumps(config),
         "state": json.dumps(state),
+        "metadata": notes,
     }
     payload = to_bytes(tensors, metadata=metadata)
     write_atomically(path, lambda stream: stream.write(payload))
@@ -122,6 +127,7 @@ def load(path, *, base_fun: Callable | None = None, library=None, device=None):
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as error:
         raise ModelFileError(f"{str(path)!r} does not match its own configuration ({error})") from None
+    model.metadata = json.loads(metadata.get("metadata", "{}"))
     return model.to(device) if device is not None else model
 
 

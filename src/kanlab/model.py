@@ -138,6 +138,9 @@ class KAN(nn.Module):
         # after prune_input: which columns of the full-width input the first layer reads
         self.register_buffer("input_index", None)
         self._n_inputs = self.width_in[0]
+        # JSON-serialisable notes that travel with the model through save / load (the
+        # command line keeps its column names and scalings here)
+        self.metadata: dict = {}
 
     # ------------------------------------------------------------------ description
     @property

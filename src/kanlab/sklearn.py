@@ -1,10 +1,10 @@
 """scikit-learn estimators: ``KANRegressor`` and ``KANClassifier`` (needs ``scikit-learn``).
 
 Both scale every feature linearly onto the grid range ``[-1, 1]`` using the training
-minimum and maximum (a constant feature maps to -1), so raw features work; values outside
+minimum and maximum (``x_scaling_``; a constant feature maps to 0), so raw features work; values outside
 the training range at predict time fall outside the grid, where only the residual branch
-acts. ``KANRegressor`` also standardises each target (mean 0, standard deviation 1) and
-undoes it on prediction. The trained network is ``module_`` (a ``kanlab.KAN`` on the scaled
+acts. ``KANRegressor`` also standardises each target (``y_scaling_``: mean 0, standard
+deviation 1) and undoes it on prediction. The trained network is ``module_`` (a ``kanlab.KAN`` on the scaled
 data); ``symbolic_formula`` composes its formula in the original units.
 
 Training is ``kanlab.fit`` once per grid in ``grid`` (grid extension between stages),
@@ -22,6 +22,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .model import KAN
+from .scaling import AffineScaling, formula_in_units
 from .train import fit as fit_model
 
 __all__ = ["KANRegressor", "KANClassifier"]
@@ -83,14 +84,8 @@ class _KANEstimator(BaseEstimator):
         if X.shape[0] < 2:
             raise ValueError(f"{type(self).__name__} needs at least 2 samples, got n_samples = {X.shape[0]}")
 
-    def _fit_scaler(self, X: np.ndarray) -> None:
-        self.x_min_ = X.min(axis=0)
-        span = X.max(axis=0) - self.x_min_
-        self.x_span_ = np.where(span > 0, span, 1.0)
-
     def _scaled(self, X: np.ndarray) -> torch.Tensor:
-        scaled = 2.0 * (X - self.x_min_) / self.x_span_ - 1.0
-        return torch.as_tensor(scaled, dtype=self._torch_dtype())
+        return torch.as_tensor(self.x_scaling_.forward(X), dtype=self._torch_dtype())
 
     def _train(self, X: torch.Tensor, Y: torch.Tensor, n_out: int, loss_fn=None) -> None:
         grids = _grids(self.grid)
@@ -125,26 +120,14 @@ class _KANEstimator(BaseEstimator):
         """The network's formula per output in the original feature (and, for the regressor,
         target) units; call ``module_.auto_symbolic()`` first. ``var_names`` defaults to the
         training frame's column names, else ``x_1 ... x_n``."""
-        import sympy
-
-        from .formula import round_formula, symbolic_formula
-
         check_is_fitted(self, "module_")
         if var_names is None:
             names = getattr(self, "feature_names_in_", None)
             var_names = list(names) if names is not None else [f"x_{i + 1}" for i in range(self.n_features_in_)]
-        symbols = [sympy.Symbol(str(name)) for name in var_names]
-        scaled = [sympy.Symbol(f"_s{i}") for i in range(len(symbols))]
-        outputs = symbolic_formula(self.module_, scaled)
-        back = {s: 2 * (x - float(lo)) / float(span) - 1 for s, x, lo, span in zip(scaled, symbols, self.x_min_, self.x_span_)}
-        result = []
-        for j, expr in enumerate(outputs):
-            expr = self._unscale_output(expr.subs(back), j)
-            result.append(round_formula(expr, round_digits) if round_digits is not None else expr)
-        return result
+        return formula_in_units(self.module_, var_names, self.x_scaling_, self._output_scaling(), round_digits)
 
-    def _unscale_output(self, expr, j: int):
-        return expr
+    def _output_scaling(self):
+        return None
 
 
 class KANRegressor(RegressorMixin, _KANEstimator):
@@ -169,21 +152,20 @@ class KANRegressor(RegressorMixin, _KANEstimator):
         Y = y.reshape(-1, 1) if y.ndim == 1 else y
         self._y_ndim = y.ndim
         self.n_outputs_ = Y.shape[1]
-        self._fit_scaler(X)
-        self.y_mean_ = Y.mean(axis=0)
-        std = Y.std(axis=0)
-        self.y_scale_ = np.where(std > 0, std, 1.0)
-        target = torch.as_tensor((Y - self.y_mean_) / self.y_scale_, dtype=self._torch_dtype())
+        self.x_scaling_ = AffineScaling.to_range(X)
+        self.y_scaling_ = AffineScaling.standard(Y)
+        target = torch.as_tensor(self.y_scaling_.forward(Y), dtype=self._torch_dtype())
         self._train(self._scaled(X), target, self.n_outputs_)
         return self
 
     def predict(self, X):
         """Predictions ``(n_samples,)``, or ``(n_samples, n_targets)`` if fit on a 2-D ``y``."""
-        pred = self._forward(X).cpu().double().numpy() * self.y_scale_ + self.y_mean_
+        scaled = self._forward(X).cpu().double().numpy()
+        pred = self.y_scaling_.inverse(scaled)
         return pred.ravel() if self._y_ndim == 1 else pred
 
-    def _unscale_output(self, expr, j: int):
-        return expr * float(self.y_scale_[j]) + float(self.y_mean_[j])
+    def _output_scaling(self):
+        return self.y_scaling_
 
 
 def _soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -208,7 +190,7 @@ class KANClassifier(ClassifierMixin, _KANEstimator):
         self.classes_ = encoder.classes_
         if len(self.classes_) < 2:
             raise ValueError(f"KANClassifier needs samples of at least 2 classes, got 1 class: {self.classes_[0]!r}")
-        self._fit_scaler(X)
+        self.x_scaling_ = AffineScaling.to_range(X)
         onehot = torch.nn.functional.one_hot(torch.as_tensor(codes), len(self.classes_)).to(self._torch_dtype())
         self._train(self._scaled(X), onehot, len(self.classes_), loss_fn=_soft_cross_entropy)
         return self
