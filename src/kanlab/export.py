@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-__all__ = ["to_latex", "to_numpy", "to_torch"]
+__all__ = ["to_latex", "to_numpy", "to_torch", "to_onnx"]
 
 
 def _as_list(exprs):
@@ -67,3 +67,39 @@ def to_torch(exprs, variables: Sequence) -> Callable:
         return torch.stack(outputs, dim=1)
 
     return evaluate
+
+
+def to_onnx(model, path, *, example=None, opset: int | None = None) -> None:
+    """Write ``model`` (numeric or symbolic edges) to an ONNX file at ``path``, batch size dynamic.
+
+    Uses torch's ONNX exporter (needs ``onnx`` and ``onnxscript``; run the file with
+    ``onnxruntime``). ``example`` is an input ``(batch, n_inputs)`` used for tracing
+    (default: two rows of the kept training sample, else zeros). The file is written
+    atomically. Input name ``x``, output name ``y``.
+    """
+    import contextlib
+    import io as stdio
+
+    import torch
+
+    from .io import write_atomically
+
+    if example is None:
+        sample = getattr(model, "sample_input", None)
+        example = sample[:2] if sample is not None else torch.zeros(2, model.n_inputs, dtype=model.dtype, device=model.device)
+    if not isinstance(example, torch.Tensor) or example.dim() != 2 or example.shape[1] != model.n_inputs:
+        raise ValueError(f"example must be a tensor (batch, {model.n_inputs}), got {example!r:.80}")
+    batch = torch.export.Dim("batch", min=1)
+    was_training = model.training
+    model.eval()
+    try:
+        with contextlib.redirect_stdout(stdio.StringIO()):  # the exporter reports its progress on stdout
+            program = torch.onnx.export(
+                model, (example,), dynamo=True, input_names=["x"], output_names=["y"],
+                dynamic_shapes={"x": {0: batch}}, opset_version=opset, verbose=False,
+            )
+    finally:
+        model.train(was_training)
+    import onnx
+
+    write_atomically(path, lambda stream: stream.write(onnx.ModelProto.SerializeToString(program.model_proto)))

@@ -347,6 +347,12 @@ def _cardinal_polynomials(k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(forward, dtype=torch.float64), torch.tensor(derivative, dtype=torch.float64)
 
 
+def _exporting() -> bool:
+    """Whether torch.export / the ONNX exporter is tracing (they lack some eager operators)."""
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return bool(torch.onnx.is_in_onnx_export() or (is_exporting is not None and is_exporting()))
+
+
 def _locate(x: torch.Tensor, plan: KnotPlan, table: torch.Tensor):
     """Interval row and that interval's table row for every entry of ``x`` ``(N, in)``.
 
@@ -356,7 +362,10 @@ def _locate(x: torch.Tensor, plan: KnotPlan, table: torch.Tensor):
     """
     knots = plan.knots
     n_knots = knots.shape[1]
-    position = torch.searchsorted(knots, x.T.contiguous(), right=True).T
+    if _exporting():  # ONNX has no searchsorted: count the knots at or below x instead
+        position = (x.unsqueeze(-1) >= knots).sum(-1)
+    else:
+        position = torch.searchsorted(knots, x.T.contiguous(), right=True).T
     span = (position - 1).clamp(0, n_knots - 2)
     rows = span + torch.arange(knots.shape[0], device=x.device) * (n_knots - 1)
     return position, table.index_select(0, rows.reshape(-1)).reshape(*x.shape, table.shape[1])
