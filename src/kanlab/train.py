@@ -192,6 +192,9 @@ def fit(
     log: int = 1,
     seed: int | None = None,
     test=None,
+    checkpoint=None,
+    checkpoint_every: int = 0,
+    resume=None,
 ) -> dict:
     """Train ``model`` in place and return its history.
 
@@ -211,6 +214,11 @@ def fit(
     then each ``callbacks`` entry is called as ``cb(step, model, history)`` and training stops
     if one returns True. ``progress`` shows a tqdm bar (default: only on a terminal).
 
+    ``checkpoint`` (a path) with ``checkpoint_every = n`` writes the training state (model,
+    optimizer, history, step) atomically every ``n`` steps; ``resume`` (such a path) continues
+    from it, giving the same result as a run that was never interrupted (full batches, or
+    mini-batches from the tensors given; a DataLoader's order is its own).
+
     If the objective becomes NaN or infinite, training stops, a warning is logged, the model
     gets back the best parameters seen and ``history["stopped"]`` is ``"diverged"``. On
     Ctrl-C the model also gets back its best state before the interrupt propagates.
@@ -223,6 +231,10 @@ def fit(
         raise ValueError(f"log must be a positive int, got {log!r}")
     if lamb < 0:
         raise ValueError(f"lamb must be >= 0, got {lamb!r}")
+    if not isinstance(checkpoint_every, int) or checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be a non-negative int, got {checkpoint_every!r}")
+    if checkpoint_every and checkpoint is None:
+        raise ValueError("checkpoint_every needs checkpoint=<path> to write to")
     generator = torch.Generator().manual_seed(model.seed if seed is None else seed)
     batches, test_pair, train_x = _prepare_data(dataset, model, test, batch, generator)
     model.remember_inputs(train_x, generator)
@@ -276,13 +288,35 @@ def fit(
         return {key: value.detach().clone() for key, value in model.state_dict().items()}
 
     best_state, best_value = snapshot(), math.inf
+    first_step = 0
     # torch's LBFGS discards curvature pairs with y's <= 1e-10, which starves it once a
     # float64 fit reaches MSE ~ 1e-10. Dividing the objective by its value at the first step
     # (a constant for this call: same minimiser, same line search) keeps its memory working.
     lbfgs_scale = None
-    bar = _progress_bar(steps, progress)
+    if resume is not None:
+        saved = _read_checkpoint(resume)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        history.update(saved["history"])
+        history["train_rmse"], history["test_rmse"] = history["train_loss"], history["test_loss"]
+        best_state, best_value = saved["best_state"], saved["best_value"]
+        lbfgs_scale, first_step = saved["lbfgs_scale"], saved["step"]
+        for _ in range(first_step):  # the same batches as the uninterrupted run
+            next(batches)
+
+    def save_checkpoint(step: int) -> None:
+        from .io import write_atomically
+
+        state = {
+            "model": snapshot(), "optimizer": optimizer.state_dict(), "step": step,
+            "history": {key: value for key, value in history.items() if key not in ("train_rmse", "test_rmse")},
+            "best_state": best_state, "best_value": best_value, "lbfgs_scale": lbfgs_scale,
+        }
+        write_atomically(checkpoint, lambda stream: torch.save(state, stream))
+
+    bar = _progress_bar(steps - first_step, progress)
     try:
-        for step in range(steps):
+        for step in range(first_step, steps):
             x, y = next(batches)
             if update_grid and start_grid_update_step <= step < stop_grid_update_step and step % grid_every == 0:
                 model.update_grid(x)
@@ -305,7 +339,8 @@ def fit(
                 (loss + lamb * reg if reg is not None else loss).backward()
                 optimizer.step()
 
-            if (step + 1) % log == 0 or step == steps - 1:
+            logged = (step + 1) % log == 0 or step == steps - 1
+            if logged:
                 value = record(step + 1, x, y)
                 if not math.isfinite(value):
                     model.load_state_dict(best_state)
@@ -320,9 +355,11 @@ def fit(
                     best_state, best_value = snapshot(), value
                 if bar is not None:
                     bar.set_postfix(train=f"{history['train_loss'][-1]:.2e}", test=f"{history['test_loss'][-1]:.2e}")
-                if any(callback(step + 1, model, history) for callback in callbacks):
-                    history["stopped"] = "callback"
-                    break
+            if checkpoint_every and (step + 1) % checkpoint_every == 0:
+                save_checkpoint(step + 1)
+            if logged and any(callback(step + 1, model, history) for callback in callbacks):
+                history["stopped"] = "callback"
+                break
             if bar is not None:
                 bar.update(1)
     except KeyboardInterrupt:
@@ -333,6 +370,20 @@ def fit(
         if bar is not None:
             bar.close()
     return history
+
+
+def _read_checkpoint(path) -> dict:
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"resume: no checkpoint at {str(path)!r}")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets one message
+        raise ValueError(f"resume: {str(path)!r} is not a readable kanlab checkpoint ({error})") from None
+    if not isinstance(saved, dict) or not {"model", "optimizer", "step", "history"} <= set(saved):
+        raise ValueError(f"resume: {str(path)!r} is not a kanlab checkpoint")
+    return saved
 
 
 def _objective_scale(objective, x, y, lamb: float) -> float:
