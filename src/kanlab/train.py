@@ -195,6 +195,7 @@ def fit(
     checkpoint=None,
     checkpoint_every: int = 0,
     resume=None,
+    distributed: bool = False,
 ) -> dict:
     """Train ``model`` in place and return its history.
 
@@ -219,6 +220,10 @@ def fit(
     from it, giving the same result as a run that was never interrupted (full batches, or
     mini-batches from the tensors given; a DataLoader's order is its own).
 
+    ``distributed=True`` trains one model across the processes of torch's initialised process
+    group (see ``kanlab.distributed``): every rank passes the same data and trains on its
+    shard under ``DistributedDataParallel``.
+
     If the objective becomes NaN or infinite, training stops, a warning is logged, the model
     gets back the best parameters seen and ``history["stopped"]`` is ``"diverged"``. On
     Ctrl-C the model also gets back its best state before the interrupt propagates.
@@ -236,8 +241,12 @@ def fit(
     if checkpoint_every and checkpoint is None:
         raise ValueError("checkpoint_every needs checkpoint=<path> to write to")
     generator = torch.Generator().manual_seed(model.seed if seed is None else seed)
+    shard = _Shard.create(distributed, lamb, dataset)
+    if shard is not None:
+        dataset, batch = shard.local_data(dataset, model, test, batch)
     batches, test_pair, train_x = _prepare_data(dataset, model, test, batch, generator)
-    model.remember_inputs(train_x, generator)
+    model.remember_inputs(shard.gather(train_x) if shard else train_x, generator)
+    net = shard.wrap(model) if shard else model
     loss_fn = loss_fn or _mse
     metrics = dict(metrics or {})
     grid_every = max(1, stop_grid_update_step // max(1, grid_update_num))
@@ -259,7 +268,7 @@ def fit(
         if lamb and (lamb_l1 or lamb_entropy):
             pred, norms = model.forward_with_edge_norms(x)
         else:
-            pred = model(x)
+            pred = net(x)
         loss = loss_fn(pred, y)
         reg = regularization_from_norms(model, norms, lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff) if lamb else None
         return pred, loss, reg
@@ -273,9 +282,9 @@ def fit(
         with torch.no_grad():
             pred, loss, reg = objective(x, y)
             reg_value = reg.item() if reg is not None else 0.0
-            total = loss.item() + lamb * reg_value
+            total = _mean_over_ranks(loss, shard) + lamb * reg_value
             history["step"].append(step)
-            history["train_loss"].append(_rmse(pred, y))
+            history["train_loss"].append(math.sqrt(_mean_over_ranks(torch.mean((pred - y) ** 2), shard)))
             history["reg"].append(reg_value)
             history["objective"].append(total)
             eval_pred, eval_label = (model(test_pair[0]), test_pair[1]) if test_pair else (pred, y)
@@ -312,25 +321,27 @@ def fit(
             "history": {key: value for key, value in history.items() if key not in ("train_rmse", "test_rmse")},
             "best_state": best_state, "best_value": best_value, "lbfgs_scale": lbfgs_scale,
         }
-        write_atomically(checkpoint, lambda stream: torch.save(state, stream))
+        if shard is None or shard.rank == 0:
+            write_atomically(checkpoint, lambda stream: torch.save(state, stream))
 
-    bar = _progress_bar(steps - first_step, progress)
+    bar = _progress_bar(steps - first_step, progress if shard is None or shard.rank == 0 else False)
     try:
         for step in range(first_step, steps):
             x, y = next(batches)
             if update_grid and start_grid_update_step <= step < stop_grid_update_step and step % grid_every == 0:
-                model.update_grid(x)
+                model.update_grid(shard.gather(x) if shard else x)
 
             if opt == "LBFGS":
                 if lbfgs_scale is None:
-                    lbfgs_scale = _objective_scale(objective, x, y, lamb)
+                    lbfgs_scale = _objective_scale(objective, x, y, lamb, shard)
 
                 def closure():
                     optimizer.zero_grad()
                     _, loss, reg = objective(x, y)
                     total = (loss + lamb * reg if reg is not None else loss) * lbfgs_scale
                     total.backward()
-                    return total
+                    # every rank's line search must see the same (global) value
+                    return shard.average(total.detach()) if shard else total
 
                 optimizer.step(closure)
             else:
@@ -372,6 +383,74 @@ def fit(
     return history
 
 
+def _mean_over_ranks(value: torch.Tensor, shard) -> float:
+    """A scalar tensor's value, averaged over the ranks when training is distributed."""
+    return (shard.average(value.detach()) if shard else value).item()
+
+
+class _Shard:
+    """This rank's part of distributed training: its rows, the DDP wrapper, collectives."""
+
+    def __init__(self, rank: int, world: int) -> None:
+        self.rank, self.world = rank, world
+
+    @classmethod
+    def create(cls, distributed: bool, lamb: float, dataset):
+        if not distributed:
+            return None
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise ValueError("distributed=True needs torch.distributed's process group; see kanlab.distributed.init")
+        if lamb:
+            raise ValueError("lamb > 0 is not supported with distributed=True yet (the regulariser needs global edge norms)")
+        if isinstance(dataset, torch.utils.data.DataLoader):
+            raise TypeError("distributed=True takes tensors (dict or (X, y)); each rank shards them itself")
+        return cls(dist.get_rank(), dist.get_world_size())
+
+    def local_data(self, dataset, model, test, batch: int):
+        """This rank's rows (``DistributedSampler``'s split, padded to equal sizes) and batch size."""
+        from torch.utils.data import DistributedSampler
+
+        if isinstance(dataset, Mapping):
+            x, y = dataset.get("train_input"), dataset.get("train_label")
+            if test is None and "test_input" in dataset and "test_label" in dataset:
+                test = (dataset["test_input"], dataset["test_label"])
+        else:
+            x, y = dataset
+        x, y = _check_pair(x, y, "train", model)
+        rows = list(DistributedSampler(range(x.shape[0]), num_replicas=self.world, rank=self.rank, shuffle=False))
+        self.n_rows, self.padded_rows = x.shape[0], len(rows) * self.world
+        rows = torch.as_tensor(rows, device=x.device)
+        local = {"train_input": x[rows], "train_label": y[rows]}
+        if test is not None:
+            local["test_input"], local["test_label"] = test
+        return local, (batch if batch == -1 else max(1, batch // self.world))
+
+    def wrap(self, model):
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [model.device.index] if model.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """Every rank's rows of ``x`` (equal shard sizes), interleaved back into the order of
+        the full data set (the sampler deals rows out in turn); padding rows dropped."""
+        import torch.distributed as dist
+
+        parts = [torch.empty_like(x) for _ in range(self.world)]
+        dist.all_gather(parts, x.contiguous())
+        full = torch.stack(parts, dim=1).reshape(-1, *x.shape[1:])
+        return full[: self.n_rows] if x.shape[0] * self.world == self.padded_rows else full
+
+    def average(self, value: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        value = value.clone()
+        dist.all_reduce(value)
+        return value / self.world
+
+
 def _read_checkpoint(path) -> dict:
     from pathlib import Path
 
@@ -386,11 +465,11 @@ def _read_checkpoint(path) -> dict:
     return saved
 
 
-def _objective_scale(objective, x, y, lamb: float) -> float:
+def _objective_scale(objective, x, y, lamb: float, shard=None) -> float:
     """``1 / objective`` at the start (1 when that is zero or not finite)."""
     with torch.no_grad():
         _, loss, reg = objective(x, y)
-        value = loss.item() + (lamb * reg.item() if reg is not None else 0.0)
+        value = _mean_over_ranks(loss, shard) + (lamb * reg.item() if reg is not None else 0.0)
     return 1.0 / value if math.isfinite(value) and value > 0 else 1.0
 
 

@@ -1,0 +1,58 @@
+"""Two processes on gloo over loopback: training equals single-process training; ranks agree."""
+
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import kanlab
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(200, 2, generator=g, dtype=torch.float64) * 2 - 1
+    return x, torch.sin(torch.pi * x[:, :1]) + x[:, 1:] ** 2
+
+
+OPTIONS = {
+    "LBFGS": dict(opt="LBFGS", steps=2, grid_update_num=2, stop_grid_update_step=2, log=1, progress=False),
+    "Adam": dict(opt="Adam", lr=0.02, steps=12, grid_update_num=3, stop_grid_update_step=6, log=1, progress=False),
+}
+
+
+def _worker(rank, world, port, opt, folder):
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    from kanlab import distributed
+
+    distributed.init("gloo", timeout_seconds=60)
+    model = kanlab.KAN([2, 3, 1], grid=5, seed=0, dtype=torch.float64)
+    history = distributed.fit(model, _data(), **OPTIONS[opt])
+    torch.save({"state": model.state_dict(), "loss": history["train_loss"]}, f"{folder}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("opt", ["LBFGS", "Adam"])
+def test_two_ranks_equal_one_process(tmp_path, opt):
+    mp.spawn(_worker, args=(2, _free_port(), opt, str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    single = kanlab.KAN([2, 3, 1], grid=5, seed=0, dtype=torch.float64)
+    history = single.fit(_data(), **OPTIONS[opt])
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for name, value in single.state_dict().items():
+        for rank in ranks:  # same parameters and grids on both ranks, equal to one process
+            torch.testing.assert_close(rank["state"][name], value, rtol=0, atol=1e-10, msg=name)
+    assert ranks[0]["loss"] == pytest.approx(history["train_loss"], rel=1e-9)
+
+
+def test_distributed_needs_a_process_group():
+    with pytest.raises(ValueError, match="process group"):
+        kanlab.KAN([2, 1], grid=3, dtype=torch.float64).fit(_data(), steps=1, distributed=True)
