@@ -219,7 +219,12 @@ class KAN(nn.Module):
             products = torch.stack([y[:, s : s + a].prod(-1) for s, a in zip(starts, arities)], dim=1)
         return torch.cat([y[:, :n_sum], products], dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, edge_norms: bool = False):
+        """``(batch, n_inputs)`` to ``(batch, n_outputs)``; with ``edge_norms`` also every layer's
+        per-edge ``mean |phi|`` (``forward_with_edge_norms``; through ``DistributedDataParallel``
+        this is how training asks for them)."""
+        if edge_norms:
+            return self.forward_with_edge_norms(x)
         self._check_input(x)
         x = self._select_inputs(x)
         for l, layer in enumerate(self.layers):

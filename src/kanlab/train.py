@@ -241,7 +241,7 @@ def fit(
     if checkpoint_every and checkpoint is None:
         raise ValueError("checkpoint_every needs checkpoint=<path> to write to")
     generator = torch.Generator().manual_seed(model.seed if seed is None else seed)
-    shard = _Shard.create(distributed, lamb, dataset)
+    shard = _Shard.create(distributed, dataset)
     if shard is not None:
         dataset, batch = shard.local_data(dataset, model, test, batch)
     batches, test_pair, train_x = _prepare_data(dataset, model, test, batch, generator)
@@ -266,11 +266,17 @@ def fit(
     def objective(x, y):
         norms = None
         if lamb and (lamb_l1 or lamb_entropy):
-            pred, norms = model.forward_with_edge_norms(x)
+            pred, norms = net(x, edge_norms=True)
         else:
             pred = net(x)
         loss = loss_fn(pred, y)
-        reg = regularization_from_norms(model, norms, lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff) if lamb else None
+        weights = (lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff)
+        if not lamb:
+            reg = None
+        elif shard is None:
+            reg = regularization_from_norms(model, norms, *weights)
+        else:
+            reg = shard.regularization(model, norms, *weights)
         return pred, loss, reg
 
     history: dict = {"step": [], "train_loss": [], "test_loss": [], "reg": [], "objective": []}
@@ -395,15 +401,13 @@ class _Shard:
         self.rank, self.world = rank, world
 
     @classmethod
-    def create(cls, distributed: bool, lamb: float, dataset):
+    def create(cls, distributed: bool, dataset):
         if not distributed:
             return None
         import torch.distributed as dist
 
         if not (dist.is_available() and dist.is_initialized()):
             raise ValueError("distributed=True needs torch.distributed's process group; see kanlab.distributed.init")
-        if lamb:
-            raise ValueError("lamb > 0 is not supported with distributed=True yet (the regulariser needs global edge norms)")
         if isinstance(dataset, torch.utils.data.DataLoader):
             raise TypeError("distributed=True takes tensors (dict or (X, y)); each rank shards them itself")
         return cls(dist.get_rank(), dist.get_world_size())
@@ -442,6 +446,30 @@ class _Shard:
         dist.all_gather(parts, x.contiguous())
         full = torch.stack(parts, dim=1).reshape(-1, *x.shape[1:])
         return full[: self.n_rows] if x.shape[0] * self.world == self.padded_rows else full
+
+    def regularization(self, model, norms, lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff) -> torch.Tensor:
+        """The regulariser of the global edge norms (the mean over ranks of each rank's norms).
+
+        Its value is the same on every rank; its gradient is that of ``sum(G * local norms)``
+        with ``G`` the regulariser's gradient at the global norms, so DDP's gradient average
+        gives exactly the single-process gradient.
+        """
+        import torch.distributed as dist
+
+        total = regularization_from_norms(model, None, 0.0, 0.0, lamb_coef, lamb_coefdiff)
+        if norms is None:
+            return total
+        flat = torch.cat([n.detach().reshape(-1) for n in norms])
+        dist.all_reduce(flat)
+        flat = (flat / self.world).requires_grad_()
+        with torch.enable_grad():
+            leaves = list(torch.split(flat, [n.numel() for n in norms]))
+            value = regularization_from_norms(
+                model, [leaf.view_as(n) for leaf, n in zip(leaves, norms)], lamb_l1, lamb_entropy, 0.0, 0.0
+            )
+            (gradient,) = torch.autograd.grad(value, flat)
+        surrogate = (gradient * torch.cat([n.reshape(-1) for n in norms])).sum()
+        return total + surrogate + (value.detach() - surrogate.detach())
 
     def average(self, value: torch.Tensor) -> torch.Tensor:
         import torch.distributed as dist
