@@ -122,3 +122,20 @@ def test_no_progress_bar_on_a_pipe(workdir, tmp_path, capsys):
                  "-o", str(tmp_path / "q.kan")])
     assert code == 0
     assert capsys.readouterr().err == ""
+
+
+def test_fit_across_two_processes_with_torchrun(workdir, tmp_path):
+    """The documented recipe: torchrun --nproc_per_node=2 -m kanlab fit ... --ddp (gloo, loopback)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp.kan"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "kanlab",
+               "fit", str(workdir / "data.csv"), "--target", "y", "--features", "a,b", "--grid", "3",
+               "--steps", "5", "--ddp", "-o", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**__import__("os").environ,
+                          "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("train grid 3") == 1  # printed by rank 0 only
+    report = json.loads((tmp_path / "ddp.json").read_text())
+    assert report["stages"][-1]["val_rmse"] < 0.5 and out.is_file()

@@ -104,6 +104,13 @@ def _fit(args: argparse.Namespace) -> int:
     output = Path(args.output)
     picture, report_path = output.with_suffix(".png"), output.with_suffix(".json")
     _check_free([output, picture, report_path], args.force)
+    main_process = True
+    if args.ddp:  # one process of `torchrun --nproc_per_node=N -m kanlab fit ... --ddp`
+        from . import distributed
+
+        rank, _ = distributed.init()
+        main_process = rank == 0
+    say = _say if main_process else (lambda text: None)
     hidden = _parse_ints(args.width, "--width")
     grids = _parse_ints(args.grid, "--grid")
     features = [c.strip() for c in args.features.split(",")] if args.features else None
@@ -111,7 +118,7 @@ def _fit(args: argparse.Namespace) -> int:
         raise CommandError(f"--val-fraction must lie in (0, 1), got {args.val_fraction}")
     table = read_table(args.data, target=args.target, features=features, dropna=args.dropna, min_rows=MIN_ROWS)
     if table.dropped:
-        _say(f"dropped {table.dropped} row(s) with empty or NaN cells")
+        say(f"dropped {table.dropped} row(s) with empty or NaN cells")
 
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(table.X.shape[0])
@@ -136,14 +143,15 @@ def _fit(args: argparse.Namespace) -> int:
             rmse = [math.sqrt(torch.mean((model(x) - y) ** 2).item()) * scale for x, y in (train, val)]
         stages.append({"stage": name, "width": model.width_in, "train_rmse": rmse[0], "val_rmse": rmse[1],
                        "seconds": round(seconds, 3)})
-        _say(f"{name:<16} width {model.width_in}  train RMSE {rmse[0]:.4g}  validation RMSE {rmse[1]:.4g}  ({seconds:.1f} s)")
+        say(f"{name:<16} width {model.width_in}  train RMSE {rmse[0]:.4g}  validation RMSE {rmse[1]:.4g}  ({seconds:.1f} s)")
 
     def train_stage(model, lamb=0.0, steps=args.steps):
         begin = time.perf_counter()
-        model.fit(data, opt="LBFGS", steps=steps, lamb=lamb, log=steps, progress=args.progress)
+        model.fit(data, opt="LBFGS", steps=steps, lamb=lamb, log=steps, progress=args.progress if main_process else False,
+                  distributed=args.ddp)
         return time.perf_counter() - begin
 
-    _say(f"{len(train_rows)} training and {len(val_rows)} validation rows; features {', '.join(table.features)}; "
+    say(f"{len(train_rows)} training and {len(val_rows)} validation rows; features {', '.join(table.features)}; "
          f"target {table.target}")
     model = KAN([len(table.features), *hidden, 1], grid=grids[0], k=3, seed=args.seed, dtype=dtype)
     lamb = args.lamb if args.lamb is not None else (1e-3 if args.symbolic else 0.0)
@@ -173,7 +181,9 @@ def _fit(args: argparse.Namespace) -> int:
     if args.symbolic:
         formulas = _formula(model, 4)
         formula = str(formulas[0]) if formulas else None
-        _say(f"formula: {table.target} = {formula}")
+        say(f"formula: {table.target} = {formula}")
+    if not main_process:
+        return 0
     model.save(output)
     plot.draw(model, picture, in_vars=table.features, out_vars=[table.target])
     report = {
@@ -185,7 +195,7 @@ def _fit(args: argparse.Namespace) -> int:
     from .io import write_atomically
 
     write_atomically(report_path, lambda stream: stream.write(json.dumps(report, indent=2).encode()))
-    _say(f"wrote {output}, {picture} and {report_path}")
+    say(f"wrote {output}, {picture} and {report_path}")
     return 0
 
 
@@ -301,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--dropna", action="store_true", help="drop rows with empty or NaN cells instead of failing")
     fit.add_argument("--force", action="store_true", help="overwrite existing output files")
     fit.add_argument("-o", "--output", default="model.kan", help="model file; the .png and .json go beside it")
+    fit.add_argument("--ddp", action="store_true",
+                     help="train across the processes of `torchrun --nproc_per_node=N -m kanlab fit ...` (torch DDP)")
     fit.set_defaults(handler=_fit)
 
     predict = commands.add_parser("predict", help="predict with a model on a CSV file")
