@@ -25,6 +25,8 @@ bench: $(STAMP)
 	.venv-pykan/bin/pip install --quiet --disable-pip-version-check -r benchmarks/requirements-pykan.lock
 	$(PY) benchmarks/bench_pipeline.py --pykan-python .venv-pykan/bin/python
 	$(PY) benchmarks/bench_workflow.py --pykan-python .venv-pykan/bin/python
+	$(PY) benchmarks/bench_sklearn.py
+	$(PY) benchmarks/bench_ddp.py
 
 clean:
 	rm -rf $(VENV) .venv-pykan build src/*.egg-info

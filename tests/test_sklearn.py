@@ -100,3 +100,16 @@ def test_grid_extension_schedule_and_bad_parameters():
                        ({"dtype": "float16"}, "dtype")):
         with pytest.raises(ValueError, match=match):
             KANRegressor(**{**FAST, **bad}).fit(X, y)
+
+
+def test_early_stopping_holds_out_rows_and_keeps_the_best_stage_state():
+    X, y = _regression_data(200)
+    rng = np.random.default_rng(3)
+    noisy = y + rng.normal(scale=3.0, size=y.shape)
+    model = KANRegressor(hidden_width=(5,), grid=(10,), steps=40, early_stopping=True, validation_fraction=0.25,
+                         n_iter_no_change=3, random_state=0).fit(X, noisy)
+    assert len(model.validation_loss_) == model.n_iter_ < 40  # stopped early
+    best = int(np.argmin(model.validation_loss_))
+    assert best == len(model.validation_loss_) - 1 - 3
+    with pytest.raises(ValueError, match="validation_fraction"):
+        KANRegressor(**FAST, early_stopping=True, validation_fraction=1.5).fit(X, y)

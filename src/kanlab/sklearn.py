@@ -59,6 +59,9 @@ class _KANEstimator(BaseEstimator):
         batch_size=-1,
         lamb=0.0,
         update_grid=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=5,
         dtype="float64",
         random_state=None,
     ):
@@ -71,6 +74,9 @@ class _KANEstimator(BaseEstimator):
         self.batch_size = batch_size
         self.lamb = lamb
         self.update_grid = update_grid
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
         self.dtype = dtype
         self.random_state = random_state
 
@@ -91,9 +97,13 @@ class _KANEstimator(BaseEstimator):
         grids = _grids(self.grid)
         if self.opt not in ("LBFGS", "Adam"):
             raise ValueError(f"opt must be 'LBFGS' or 'Adam', got {self.opt!r}")
-        seed = int(check_random_state(self.random_state).randint(2**31 - 1))
+        random = check_random_state(self.random_state)
+        seed = int(random.randint(2**31 - 1))
         width = [X.shape[1], *_hidden(self.hidden_width), n_out]
         model = KAN(width, grid=grids[0], k=self.k, seed=seed, dtype=self._torch_dtype())
+        stopper = None
+        if self.early_stopping:
+            X, Y, stopper = self._validation_split(X, Y, random, loss_fn)
         curve = []
         for stage, grid in enumerate(grids):
             if stage:
@@ -101,14 +111,32 @@ class _KANEstimator(BaseEstimator):
             history = fit_model(
                 model, (X, Y), opt=self.opt, steps=self.steps, lr=self.lr, batch=self.batch_size,
                 lamb=self.lamb, update_grid=self.update_grid, loss_fn=loss_fn, log=1, seed=seed,
-                progress=False,
+                progress=False, callbacks=[stopper] if stopper else (),
             )
             curve.extend(history["objective"])
+            if stopper is not None:
+                stopper.restore_best(model)
             if history["stopped"] == "diverged":
                 break
         self.module_ = model
         self.loss_curve_ = curve
         self.n_iter_ = len(curve)
+        if stopper is not None:
+            self.validation_loss_ = stopper.losses
+
+    def _validation_split(self, X, Y, random, loss_fn):
+        """Hold out ``validation_fraction`` of the rows; returns the rest and the stopper."""
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must lie in (0, 1), got {self.validation_fraction!r}")
+        if not isinstance(self.n_iter_no_change, int) or self.n_iter_no_change < 1:
+            raise ValueError(f"n_iter_no_change must be a positive int, got {self.n_iter_no_change!r}")
+        order = torch.as_tensor(random.permutation(X.shape[0]))
+        n_val = max(1, int(round(self.validation_fraction * X.shape[0])))
+        if X.shape[0] - n_val < 2:
+            raise ValueError(f"early_stopping leaves fewer than 2 training samples (n_samples = {X.shape[0]})")
+        held, kept = order[:n_val], order[n_val:]
+        stopper = _EarlyStopping(X[held], Y[held], loss_fn, self.n_iter_no_change)
+        return X[kept], Y[kept], stopper
 
     def _forward(self, X) -> torch.Tensor:
         check_is_fitted(self, "module_")
@@ -130,6 +158,33 @@ class _KANEstimator(BaseEstimator):
         return None
 
 
+class _EarlyStopping:
+    """A ``fit`` callback: stop when the validation loss has not improved for ``patience``
+    steps; ``restore_best`` puts back the best parameters of the stage."""
+
+    def __init__(self, X, Y, loss_fn, patience: int) -> None:
+        self.X, self.Y, self.patience = X, Y, patience
+        self.loss_fn = loss_fn or (lambda pred, label: torch.mean((pred - label) ** 2))
+        self.losses: list[float] = []
+        self._best, self._best_state, self._since = float("inf"), None, 0
+
+    def __call__(self, step, model, history) -> bool:
+        with torch.no_grad():
+            loss = float(self.loss_fn(model(self.X), self.Y))
+        self.losses.append(loss)
+        if loss < self._best:
+            self._best, self._since = loss, 0
+            self._best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            self._since += 1
+        return self._since >= self.patience
+
+    def restore_best(self, model) -> None:
+        if self._best_state is not None:
+            model.load_state_dict(self._best_state)
+        self._best, self._best_state, self._since = float("inf"), None, 0
+
+
 class KANRegressor(RegressorMixin, _KANEstimator):
     """KAN regression with scikit-learn's interface; one or several targets.
 
@@ -137,7 +192,11 @@ class KANRegressor(RegressorMixin, _KANEstimator):
     ``grid``: grid intervals, or a sequence for grid extension (``(5, 10)``: train at 5, refine
     to 10, train again); ``steps`` per grid; ``opt`` ``"LBFGS"`` or ``"Adam"`` with ``lr``;
     ``batch_size`` -1 for full batch; ``lamb`` the paper's sparsification strength;
-    ``update_grid`` adapts grids to the data during the first steps of each stage.
+    ``update_grid`` adapts grids to the data during the first steps of each stage;
+    ``early_stopping`` holds out ``validation_fraction`` of the rows and ends a stage once the
+    validation loss has not improved for ``n_iter_no_change`` steps, keeping the stage's best
+    parameters (``validation_loss_`` records it) - the guard against overfitting small, noisy
+    tables.
     """
 
     def __sklearn_tags__(self):
