@@ -281,6 +281,21 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    from . import experiments
+
+    if args.name not in experiments.NAMES:
+        raise CommandError(f"unknown experiment {args.name!r}; choose one of {', '.join(experiments.NAMES)}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out {str(out)!r} exists and is not a directory")
+    _check_free([out / f"{args.name}.{suffix}" for suffix in ("md", "csv", "png")] if out.is_dir() else [], args.force)
+    result = experiments.run(args.name, quick=args.quick, out=out, seed=args.seed)
+    _say(result.markdown())
+    _say(f"wrote {args.name}.md, {args.name}.csv and {args.name}.png into {out}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     import torch
 
@@ -338,6 +353,14 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="describe a model file")
     info.add_argument("model")
     info.set_defaults(handler=_info)
+
+    reproduce = commands.add_parser("reproduce", help="run one of the paper's experiments (tables, CSV, plot)")
+    reproduce.add_argument("name", help="scaling, grid_extension, special, feynman, poisson, continual, symbolic or noise")
+    reproduce.add_argument("--quick", action="store_true", help="a small smoke run (seconds) instead of the full one")
+    reproduce.add_argument("--out", default="results", help="directory for NAME.md, NAME.csv, NAME.png (default results)")
+    reproduce.add_argument("--seed", type=int, default=0)
+    reproduce.add_argument("--force", action="store_true", help="overwrite earlier results in --out")
+    reproduce.set_defaults(handler=_reproduce)
 
     demo = commands.add_parser(
         "demo",

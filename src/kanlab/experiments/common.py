@@ -1,0 +1,167 @@
+"""What every reproduction shares: the result it writes, MLP baselines trained with the same
+care as the KANs, and small numeric helpers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+__all__ = ["Result", "train_mlp", "mlp_parameters", "kan_parameters", "rmse", "Timer", "BestOnValidation"]
+
+
+@dataclass
+class Result:
+    """A reproduction's table (``columns`` x ``rows``), notes, and the picture drawer."""
+
+    name: str
+    title: str
+    columns: list[str]
+    rows: list[list] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    draw: Callable | None = None  # draw(figure) fills a matplotlib Figure
+    seconds: float = 0.0
+
+    def markdown(self) -> str:
+        def text(value) -> str:
+            if isinstance(value, float):
+                return "" if math.isnan(value) else f"{value:.3g}"
+            return str(value)
+
+        lines = [f"## {self.title}", "", "| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
+        lines += ["| " + " | ".join(text(v) for v in row) + " |" for row in self.rows]
+        lines += [""] + [f"- {note}" for note in self.notes] + [f"- run time: {self.seconds:.1f} s"]
+        return "\n".join(lines) + "\n"
+
+    def write(self, out: Path | str) -> dict[str, Path]:
+        """Write ``NAME.md``, ``NAME.csv`` and ``NAME.png`` into ``out`` (created if needed)."""
+        from ..io import write_atomically
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"table": out / f"{self.name}.md", "csv": out / f"{self.name}.csv"}
+        write_atomically(paths["table"], lambda s: s.write(self.markdown().encode()))
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(self.columns)
+        writer.writerows(self.rows)
+        write_atomically(paths["csv"], lambda s: s.write(buffer.getvalue().encode()))
+        if self.draw is not None:
+            from matplotlib.figure import Figure
+
+            figure = Figure(figsize=(9, 4.5), dpi=110)
+            self.draw(figure)
+            figure.tight_layout()
+            paths["plot"] = out / f"{self.name}.png"
+            write_atomically(paths["plot"], lambda s: figure.savefig(s, format="png"))
+        return paths
+
+
+class Timer:
+    def __enter__(self):
+        self.begin = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.begin
+
+
+def rmse(pred: torch.Tensor, label: torch.Tensor) -> float:
+    return math.sqrt(torch.mean((pred - label) ** 2).item())
+
+
+def kan_parameters(model) -> int:
+    """Trainable numbers of a KAN's active edges: G + k coefficients and 2 scales each (the
+    paper's count), plus symbolic edges' 4 affine numbers."""
+    total = 0
+    for layer in model.layers:
+        active = int(layer.mask.sum().item())
+        symbolic = len(layer.symbolic_edges)
+        total += (active - symbolic) * (layer.n_basis + 2) + 4 * symbolic
+    return total
+
+
+def mlp_parameters(sizes: Sequence[int]) -> int:
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def make_mlp(sizes: Sequence[int], activation: str = "silu", seed: int = 0, dtype=torch.float64) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    act = {"silu": torch.nn.SiLU, "tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[activation]
+    layers: list[torch.nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [torch.nn.Linear(a, b), act()]
+    return torch.nn.Sequential(*layers[:-1]).to(dtype)
+
+
+def train_mlp(sizes: Sequence[int], data: dict, *, steps: int, opt: str = "LBFGS", lr: float = 1.0,
+              activation: str = "silu", seed: int = 0, loss_fn=None, validation=None) -> tuple[torch.nn.Module, float]:
+    """An MLP trained with the optimizer and step budget the KAN gets; returns it and its test RMSE.
+
+    LBFGS uses the same settings as ``kanlab.fit`` (history 10, strong Wolfe, up to 20
+    iterations a step); the objective is scaled by its first value, as ``fit`` does. With
+    ``validation=(X, y)`` the parameters of the step with the lowest validation loss are kept
+    (early stopping), as ``BestOnValidation`` does for a KAN.
+    """
+    x, y = data["train_input"], data["train_label"]
+    model = make_mlp(sizes, activation, seed, x.dtype)
+    loss_fn = loss_fn or (lambda m: torch.mean((m(x) - y) ** 2))
+    if opt == "LBFGS":
+        optimizer = torch.optim.LBFGS(model.parameters(), lr=lr, history_size=10, line_search_fn="strong_wolfe",
+                                      tolerance_grad=1e-32, tolerance_change=1e-32)
+        with torch.no_grad():
+            first = float(loss_fn(model))
+        scale = 1.0 / first if math.isfinite(first) and first > 0 else 1.0
+
+        def closure():
+            optimizer.zero_grad()
+            loss = loss_fn(model) * scale
+            loss.backward()
+            return loss
+
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+
+        def closure():
+            optimizer.zero_grad()
+            loss = loss_fn(model)
+            loss.backward()
+            return loss
+
+    keeper = BestOnValidation(*validation) if validation is not None else None
+    for step in range(steps):
+        optimizer.step(closure)
+        if keeper is not None:
+            keeper(step, model, None)
+    if keeper is not None:
+        keeper.restore(model)
+    with torch.no_grad():
+        score = rmse(model(data["test_input"]), data["test_label"]) if "test_input" in data else float("nan")
+    return model, score
+
+
+class BestOnValidation:
+    """A ``fit`` callback (also used for MLPs): remember the parameters with the lowest
+    validation MSE; ``restore`` puts them back (early stopping by best step)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+        self.best, self.state = math.inf, None
+
+    def __call__(self, step, model, history) -> bool:
+        with torch.no_grad():
+            loss = torch.mean((model(self.x) - self.y) ** 2).item()
+        if loss < self.best:
+            self.best, self.state = loss, {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return False
+
+    def restore(self, model) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)
+        self.best, self.state = math.inf, None
