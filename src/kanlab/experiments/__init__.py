@@ -38,33 +38,20 @@ def run(name: str, quick: bool = False, out=None, seed: int = 0) -> Result:
     return result
 
 
-def scaling(quick: bool = False, out=None, seed: int = 0) -> Result:
-    return run("scaling", quick, out, seed)
+def _entry(name: str):
+    def experiment(quick: bool = False, out=None, seed: int = 0) -> Result:
+        return run(name, quick, out, seed)
+
+    experiment.__name__ = experiment.__qualname__ = name
+    experiment.__doc__ = f"Run the ``{name}`` experiment (see the module docstring); ``run('{name}', ...)``."
+    return experiment
 
 
-def grid_extension(quick: bool = False, out=None, seed: int = 0) -> Result:
-    return run("grid_extension", quick, out, seed)
-
-
-def special(quick: bool = False, out=None, seed: int = 0) -> Result:
-    return run("special", quick, out, seed)
-
-
-def feynman(quick: bool = False, out=None, seed: int = 0) -> Result:
-    return run("feynman", quick, out, seed)
-
-
-def poisson(quick: bool = False, out=None, seed: int = 0) -> Result:
-    return run("poisson", quick, out, seed)
-
-
-def continual(quick: bool = False, out=None, seed: int = 0) -> Result:
-    return run("continual", quick, out, seed)
-
-
-def symbolic(quick: bool = False, out=None, seed: int = 0) -> Result:
-    return run("symbolic", quick, out, seed)
-
-
-def noise(quick: bool = False, out=None, seed: int = 0) -> Result:
-    return run("noise", quick, out, seed)
+scaling = _entry("scaling")
+grid_extension = _entry("grid_extension")
+special = _entry("special")
+feynman = _entry("feynman")
+poisson = _entry("poisson")
+continual = _entry("continual")
+symbolic = _entry("symbolic")
+noise = _entry("noise")
