@@ -87,6 +87,7 @@ def test_bad_inputs_give_one_line_errors(workdir, tmp_path, capsys):
     assert "not a readable kanlab model" in _error(capsys, ["info", str(junk)])
     assert "does not exist" in _error(capsys, ["info", str(tmp_path / "missing.kan")])
     assert "--grid" in _error(capsys, fit + ["--grid", "5,x"])
+    assert "torchrun" in _error(capsys, fit + ["--ddp"])
 
 
 def test_dropna_drops_rows(tmp_path, capsys):

@@ -106,7 +106,12 @@ def _fit(args: argparse.Namespace) -> int:
     _check_free([output, picture, report_path], args.force)
     main_process = True
     if args.ddp:  # one process of `torchrun --nproc_per_node=N -m kanlab fit ... --ddp`
+        import os
+
         from . import distributed
+
+        if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+            raise CommandError("--ddp runs under torchrun: torchrun --nproc_per_node=N -m kanlab fit ... --ddp")
 
         rank, _ = distributed.init()
         main_process = rank == 0
