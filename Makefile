@@ -20,9 +20,9 @@ test: $(STAMP)
 
 # Side-by-side benchmarks (minutes); pykan goes into its own environment, never ours.
 bench: $(STAMP)
-	$(PY) benchmarks/bench_layer.py
 	$(PYTHON) -m venv .venv-pykan
 	.venv-pykan/bin/pip install --quiet --disable-pip-version-check -r benchmarks/requirements-pykan.lock
+	$(PY) benchmarks/bench_layer.py --pykan-python .venv-pykan/bin/python
 	$(PY) benchmarks/bench_pipeline.py --pykan-python .venv-pykan/bin/python
 	$(PY) benchmarks/bench_workflow.py --pykan-python .venv-pykan/bin/python
 	$(PY) benchmarks/bench_sklearn.py

@@ -3,16 +3,22 @@
 Forward and forward + backward (input requires grad, as in a hidden layer), medians of
 interleaved repetitions in one run, reported as ratios; memory is what autograd keeps alive
 for the backward pass. "adapted" is the same layer after ``update_grid`` on skewed samples
-(non-uniform knots, the general path a trained KAN runs on). Prints a markdown table and
-writes its section of RESULTS.md.
+(non-uniform knots, the general path a trained KAN runs on). Beside them, in the same run:
+an efficient-kan-style dense layer (every basis by the full Cox-de Boor recursion, then two
+matrix products; our own code), an MLP with the KAN layer's parameter count (in -> h -> out),
+and, with ``--pykan-python``, pykan 0.2.8's KANLayer (timed in its own interpreter against
+its own nn.Linear). "vs own G=5" compares kanlab's fwd+bwd with its own at G = 5, same shape.
+Prints a markdown table and writes its section of RESULTS.md.
 
-    .venv/bin/python benchmarks/bench_layer.py
+    .venv/bin/python benchmarks/bench_layer.py [--pykan-python .venv-pykan/bin/python]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
+import subprocess
 import sys
 
 import torch
@@ -23,17 +29,44 @@ from common import interleaved_medians, markdown_table, saved_bytes, write_secti
 
 import kanlab  # noqa: E402
 
-SIZES = [(1024, 64, 64, 5), (1024, 256, 256, 5), (4096, 256, 256, 10)]
+SIZES = [(1024, 64, 64, 5), (1024, 256, 256, 5), (4096, 256, 256, 10), (256, 784, 64, 5), (1024, 256, 256, 50),
+         (1024, 256, 256, 100)]
 
 
-def measure(batch: int, n_in: int, n_out: int, grid: int, k: int = 3) -> list[str]:
+class DenseCoxDeBoor(nn.Module):
+    """The efficient-kan-style baseline: all G + k bases of every input by the dense Cox-de
+    Boor recursion, then silu(x) @ W_base + bases @ W_spline (same function as KANLinear)."""
+
+    def __init__(self, layer: kanlab.KANLinear) -> None:
+        super().__init__()
+        self.register_buffer("knots", layer.grid.clone())
+        self.k = layer.k
+        self.base_weight = nn.Parameter(layer.scale_base.detach().clone())
+        self.spline_weight = nn.Parameter((layer.scale_sp.unsqueeze(-1) * layer.coef).detach().reshape(layer.out_features, -1))
+
+    def forward(self, x):
+        bases = kanlab.splines.bspline_basis_reference(x, self.knots, self.k)
+        return nn.functional.linear(nn.functional.silu(x), self.base_weight) + nn.functional.linear(
+            bases.reshape(x.shape[0], -1), self.spline_weight)
+
+
+def same_size_mlp(layer: kanlab.KANLinear) -> nn.Module:
+    """in -> h -> out with about the KAN layer's parameter count, silu between."""
+    count = sum(p.numel() for p in (layer.coef, layer.scale_base, layer.scale_sp))
+    hidden = max(1, round(count / (layer.in_features + layer.out_features + 1)))
+    return nn.Sequential(nn.Linear(layer.in_features, hidden), nn.SiLU(), nn.Linear(hidden, layer.out_features))
+
+
+def measure(batch: int, n_in: int, n_out: int, grid: int, k: int = 3) -> list:
     generator = torch.Generator().manual_seed(0)
     layer = kanlab.KANLinear(n_in, n_out, grid=grid, k=k, generator=generator)
     adapted = kanlab.KANLinear(n_in, n_out, grid=grid, k=k, generator=generator)
     adapted.update_grid(torch.rand(4096, n_in, generator=generator) ** 2 * 2 - 1)
     assert layer.uniform_grid and not adapted.uniform_grid
     linear = nn.Linear(n_in * (grid + k), n_out)
+    dense, mlp = DenseCoxDeBoor(layer), same_size_mlp(layer)
     x = (torch.rand(batch, n_in, generator=generator) * 2 - 1).requires_grad_()
+    torch.testing.assert_close(dense(x), layer(x), rtol=1e-4, atol=1e-5)  # the same function
     wide = torch.rand(batch, n_in * (grid + k), generator=generator).requires_grad_()
 
     def forward(module, inputs):
@@ -54,6 +87,8 @@ def measure(batch: int, n_in: int, n_out: int, grid: int, k: int = 3) -> list[st
             "kan_step": train_step(layer, x),
             "lin_step": train_step(linear, wide),
             "adapted_step": train_step(adapted, x),
+            "dense_step": train_step(dense, x),
+            "mlp_step": train_step(mlp, x),
         }
     )
     kan_mem = saved_bytes(lambda: layer(x))
@@ -63,18 +98,38 @@ def measure(batch: int, n_in: int, n_out: int, grid: int, k: int = 3) -> list[st
         f"{times['kan_fwd'] / times['lin_fwd']:.2f}x",
         f"{times['kan_step'] / times['lin_step']:.2f}x",
         f"{times['adapted_step'] / times['lin_step']:.2f}x",
+        f"{times['dense_step'] / times['lin_step']:.2f}x",
+        f"{times['mlp_step'] / times['lin_step']:.2f}x",
         f"{kan_mem / lin_mem:.2f}x",
         f"{kan_mem / 2**20:.1f} / {lin_mem / 2**20:.1f}",
+        times["kan_step"],
     ]
+
+
+def pykan_ratios(python: str) -> dict:
+    """pykan's KANLayer fwd+bwd / nn.Linear per size, measured by its own interpreter."""
+    done = subprocess.run([python, str(pathlib.Path(__file__).parent / "pykan_layer.py"), json.dumps(SIZES),
+                           str(torch.get_num_threads())], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pykan-python", help="python of an environment with pykan==0.2.8")
+    args = parser.parse_args()
     rows = [measure(*size) for size in SIZES]
+    own_g5 = {(b, i, o): row[-1] for (b, i, o, g), row in zip(SIZES, rows) if g == 5}
+    theirs = pykan_ratios(args.pykan_python) if args.pykan_python else {}
+    for (b, i, o, g), row in zip(SIZES, rows):
+        seconds = row.pop()
+        row.append(f"{seconds / own_g5[(b, i, o)]:.2f}x" if g != 5 and (b, i, o) in own_g5 else "")
+        if theirs:
+            row.append(f"{theirs[row[0]]:.1f}x")
     header = [
         "(batch, in, out, G)", "forward / linear", "fwd+bwd / linear", "fwd+bwd adapted grid / linear",
-        "memory / linear", "memory MiB (kan / linear)",
-    ]
+        "dense Cox-de Boor (efficient-kan style) / linear", "same-size MLP / linear", "memory / linear",
+        "memory MiB (kan / linear)", "kanlab fwd+bwd vs own G=5",
+    ] + (["pykan 0.2.8 fwd+bwd / linear"] if theirs else [])
     table = markdown_table(header, rows)
     text = (
         "## KANLinear vs nn.Linear(in*(G+k), out)\n\n"

@@ -1,0 +1,33 @@
+"""Run by pykan's own interpreter (bench_layer.py --pykan-python): median seconds of pykan 0.2.8's
+KANLayer forward + backward, and of nn.Linear(in*(G+k), out) in the same process, per size.
+
+Prints one JSON line: {"(batch, in, out, G)": ratio to linear}.
+"""
+
+import json
+import statistics
+import sys
+import time
+
+import torch
+from kan.KANLayer import KANLayer
+
+torch.set_num_threads(int(sys.argv[2]))
+sizes = json.loads(sys.argv[1])
+result = {}
+for batch, n_in, n_out, grid in sizes:
+    layer = KANLayer(in_dim=n_in, out_dim=n_out, num=grid, k=3)
+    linear = torch.nn.Linear(n_in * (grid + 3), n_out)
+    x = (torch.rand(batch, n_in) * 2 - 1).requires_grad_()
+    wide = torch.rand(batch, n_in * (grid + 3)).requires_grad_()
+    runs = {"kan": lambda: layer(x)[0].sum().backward(), "lin": lambda: linear(wide).sum().backward()}
+    samples = {name: [] for name in runs}
+    for run in runs.values():
+        run()
+    for _ in range(3):
+        for name, run in runs.items():
+            begin = time.perf_counter()
+            run()
+            samples[name].append(time.perf_counter() - begin)
+    result[f"({batch}, {n_in}, {n_out}, G={grid})"] = statistics.median(samples["kan"]) / statistics.median(samples["lin"])
+print(json.dumps(result))
