@@ -140,3 +140,18 @@ def test_fit_across_two_processes_with_torchrun(workdir, tmp_path):
     assert done.stdout.count("train grid 3") == 1  # printed by rank 0 only
     report = json.loads((tmp_path / "ddp.json").read_text())
     assert report["stages"][-1]["val_rmse"] < 0.5 and out.is_file()
+
+
+def test_predict_with_a_model_saved_from_python(tmp_path, capsys):
+    import torch
+
+    import kanlab
+
+    model = kanlab.KAN([2, 1], grid=3, dtype=torch.float64)
+    model.save(tmp_path / "py.kan")
+    pd.DataFrame({"u": [0.1, 0.2], "v": [0.3, -0.4]}).to_csv(tmp_path / "two.csv", index=False)
+    assert main(["predict", str(tmp_path / "py.kan"), str(tmp_path / "two.csv")]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "u,v,y_1_predicted"
+    pd.DataFrame({"u": [0.1]}).to_csv(tmp_path / "one.csv", index=False)
+    assert "takes 2 inputs" in _error(capsys, ["predict", str(tmp_path / "py.kan"), str(tmp_path / "one.csv")])

@@ -215,7 +215,15 @@ def _predict(args: argparse.Namespace) -> int:
         _check_free([args.output], args.force)
     model = _load_model(args.model)
     features, targets = _columns(model)
-    table = read_table(args.data, features=features, dropna=args.dropna)
+    if "features" not in model.metadata:  # saved from Python: take the file's columns in order
+        table = read_table(args.data, dropna=args.dropna)
+        if len(table.features) != model.n_inputs:
+            raise CommandError(
+                f"{args.model!r} has no column names (saved from Python) and takes {model.n_inputs} inputs, "
+                f"but {args.data!r} has {len(table.features)} columns"
+            )
+    else:
+        table = read_table(args.data, features=features, dropna=args.dropna)
     x_scaling, y_scaling = _scalings(model)
     X = x_scaling.forward(table.X) if x_scaling is not None else table.X
     with torch.no_grad():
