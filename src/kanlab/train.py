@@ -362,7 +362,7 @@ def fit(
                 if not math.isfinite(value):
                     model.load_state_dict(best_state)
                     history["stopped"] = "diverged"
-                    logger.warning(
+                    (logger.warning if shard is None or shard.rank == 0 else logger.debug)(
                         "training diverged at step %d (objective %s); restored the best parameters seen "
                         "(objective %.3e). Try a smaller lr, a larger grid_range or lamb = 0.",
                         step + 1, value, best_value,
@@ -381,7 +381,8 @@ def fit(
                 bar.update(1)
     except KeyboardInterrupt:
         model.load_state_dict(best_state)
-        logger.warning("training interrupted; the model holds the best parameters seen (objective %.3e)", best_value)
+        (logger.warning if shard is None or shard.rank == 0 else logger.debug)(
+            "training interrupted; the model holds the best parameters seen (objective %.3e)", best_value)
         raise
     finally:
         if bar is not None:
