@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.datasets import load_diabetes, make_friedman1

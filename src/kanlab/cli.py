@@ -206,7 +206,6 @@ def _fit(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- the other commands
 def _predict(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
     from .tabular import read_table

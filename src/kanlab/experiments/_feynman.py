@@ -20,7 +20,7 @@ import torch
 
 from ..datasets import create_dataset
 from ..model import KAN
-from .common import Result, Timer, mlp_parameters, rmse, train_mlp
+from .common import Result, Timer, rmse, train_mlp
 
 DATA = Path(__file__).parent / "data" / "feynman_dimensionless.csv"
 

@@ -7,8 +7,6 @@ threshold is the grid at which the parameter count reaches the number of trainin
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..datasets import create_dataset, paper_function
