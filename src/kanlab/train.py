@@ -132,13 +132,9 @@ def _loader_batches(loader, model: KAN) -> Iterator[tuple[torch.Tensor, torch.Te
             raise ValueError("the DataLoader passed to fit yielded no batches")
 
 
-def _prepare_data(dataset, model: KAN, test, batch: int, generator: torch.Generator):
-    """Batches, the test pair (or None) and a tensor of training inputs to remember."""
-    if isinstance(dataset, torch.utils.data.DataLoader):
-        batches = _loader_batches(dataset, model)
-        first = next(batches)  # remembered as the model's sample, then trained on first
-        test_pair = _check_pair(test[0], test[1], "test", model) if test is not None else None
-        return itertools.chain([first], batches), test_pair, first[0]
+def _train_and_test(dataset, model: KAN, test):
+    """The checked training pair of a dict or ``(X, y)`` dataset, and the test pair to use
+    (``test`` if given, else the dict's ``test_input`` / ``test_label``, else None)."""
     if isinstance(dataset, Mapping):
         missing = [key for key in ("train_input", "train_label") if key not in dataset]
         if missing:
@@ -146,13 +142,23 @@ def _prepare_data(dataset, model: KAN, test, batch: int, generator: torch.Genera
         train = _check_pair(dataset["train_input"], dataset["train_label"], "train", model)
         if test is None and "test_input" in dataset and "test_label" in dataset:
             test = (dataset["test_input"], dataset["test_label"])
-    elif isinstance(dataset, (list, tuple)) and len(dataset) == 2:
-        train = _check_pair(dataset[0], dataset[1], "train", model)
-    else:
-        raise TypeError(
-            "dataset must be a dict (train_input, train_label, test_input, test_label), an (X, y) pair "
-            f"or a torch DataLoader, got {type(dataset).__name__}"
-        )
+        return train, test
+    if isinstance(dataset, (list, tuple)) and len(dataset) == 2:
+        return _check_pair(dataset[0], dataset[1], "train", model), test
+    raise TypeError(
+        "dataset must be a dict (train_input, train_label, test_input, test_label), an (X, y) pair "
+        f"or a torch DataLoader, got {type(dataset).__name__}"
+    )
+
+
+def _prepare_data(dataset, model: KAN, test, batch: int, generator: torch.Generator):
+    """Batches, the test pair (or None) and a tensor of training inputs to remember."""
+    if isinstance(dataset, torch.utils.data.DataLoader):
+        batches = _loader_batches(dataset, model)
+        first = next(batches)  # remembered as the model's sample, then trained on first
+        test_pair = _check_pair(test[0], test[1], "test", model) if test is not None else None
+        return itertools.chain([first], batches), test_pair, first[0]
+    train, test = _train_and_test(dataset, model, test)
     test_pair = _check_pair(test[0], test[1], "test", model) if test is not None else None
     if not (batch == -1 or (isinstance(batch, int) and batch >= 1)):
         raise ValueError(f"batch must be -1 (whole set) or a positive int, got {batch!r}")
@@ -243,7 +249,7 @@ def fit(
     generator = torch.Generator().manual_seed(model.seed if seed is None else seed)
     shard = _Shard.create(distributed, dataset)
     if shard is not None:
-        dataset, batch = shard.local_data(dataset, model, test, batch)
+        dataset, test, batch = shard.local_data(dataset, model, test, batch)
     batches, test_pair, train_x = _prepare_data(dataset, model, test, batch, generator)
     model.remember_inputs(shard.gather(train_x) if shard else train_x, generator)
     net = shard.wrap(model) if shard else model
@@ -414,23 +420,15 @@ class _Shard:
         return cls(dist.get_rank(), dist.get_world_size())
 
     def local_data(self, dataset, model, test, batch: int):
-        """This rank's rows (``DistributedSampler``'s split, padded to equal sizes) and batch size."""
+        """This rank's training rows (``DistributedSampler``'s split, padded to equal sizes),
+        the test pair and this rank's batch size."""
         from torch.utils.data import DistributedSampler
 
-        if isinstance(dataset, Mapping):
-            x, y = dataset.get("train_input"), dataset.get("train_label")
-            if test is None and "test_input" in dataset and "test_label" in dataset:
-                test = (dataset["test_input"], dataset["test_label"])
-        else:
-            x, y = dataset
-        x, y = _check_pair(x, y, "train", model)
+        (x, y), test = _train_and_test(dataset, model, test)
         rows = list(DistributedSampler(range(x.shape[0]), num_replicas=self.world, rank=self.rank, shuffle=False))
         self.n_rows, self.padded_rows = x.shape[0], len(rows) * self.world
         rows = torch.as_tensor(rows, device=x.device)
-        local = {"train_input": x[rows], "train_label": y[rows]}
-        if test is not None:
-            local["test_input"], local["test_label"] = test
-        return local, (batch if batch == -1 else max(1, batch // self.world))
+        return (x[rows], y[rows]), test, (batch if batch == -1 else max(1, batch // self.world))
 
     def wrap(self, model):
         from torch.nn.parallel import DistributedDataParallel
