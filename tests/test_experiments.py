@@ -13,6 +13,7 @@ from kanlab.experiments import _continual as continual
 from kanlab.experiments import _feynman as feynman
 from kanlab.experiments import _poisson as poisson
 from kanlab.experiments import _special as special
+from kanlab.experiments import _symbolic as symbolic
 
 
 def test_poisson_source_is_the_laplacian_and_the_boundary_is_zero():
@@ -90,3 +91,46 @@ def test_quick_continual_does_not_forget():
     result = experiments.continual(quick=True)
     kan_rows = [row for row in result.rows if row[1].startswith("KAN")]
     assert all(value < 1e-2 for row in kan_rows for value in row[2:] if not math.isnan(value))  # no forgetting
+
+
+def test_symbolic_j0_has_the_derivative_minus_j1():
+    from kanlab.experiments._symbolic import _BesselJ0
+
+    scipy_special = pytest.importorskip("scipy.special")
+    z = torch.linspace(-3.0, 7.0, 11, dtype=torch.float64, requires_grad=True)
+    (gradient,) = torch.autograd.grad(_BesselJ0.apply(z).sum(), z)
+    h = 1e-5  # torch's J0 is good to about 1e-8 only, so scipy's is differenced
+    numeric = (scipy_special.j0(z.detach().numpy() + h) - scipy_special.j0(z.detach().numpy() - h)) / (2 * h)
+    np.testing.assert_allclose(gradient.numpy(), numeric, atol=1e-7)
+    library = symbolic._library_with_j0()
+    assert library["J0"].torch(z).requires_grad  # so snapped J0 edges train their (a, b, c, d)
+
+
+def test_a_torch_fn_without_gradient_is_reported(caplog):
+    from kanlab.functions import SymbolicFunction
+
+    with caplog.at_level("WARNING", logger="kanlab.functions"):
+        SymbolicFunction("J0_plain", "besselj(0, x)", 3, torch_fn=torch.special.bessel_j0)
+    assert "has no gradient" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="kanlab.functions"):
+        SymbolicFunction("sin_again", "sin(x)", 2, torch_fn=torch.sin)
+    assert caplog.text == ""
+
+
+def test_symbolic_auxiliary_variables_are_appended_and_substituted_back():
+    import sympy
+
+    toy = next(value for key, value in symbolic.toys().items() if key.startswith("relativistic mass"))
+    f, truth, n_var, ranges, width, _, options = toy
+    features, substitutions = options["auxiliary"]
+    data = symbolic._dataset(f, n_var, ranges, 50, 10, 0, features)
+    x = data["train_input"]
+    assert x.shape == (50, width[0]) == (50, 5)
+    torch.testing.assert_close(x[:, 3], x[:, 1] / x[:, 2])
+    torch.testing.assert_close(x[:, 4], 1 / torch.sqrt(1 - x[:, 3] ** 2))
+    torch.testing.assert_close(data["train_label"][:, 0], x[:, 0] * x[:, 4])  # m = m0 * gamma
+    s = sympy.symbols("x_1:6")
+    assert symbolic.proven_equal(s[0] * s[4], truth, substitutions(s))
+    assert not symbolic.proven_equal(s[0] * s[3], truth, substitutions(s))
+    assert not symbolic.proven_equal(s[0] * s[4], truth)  # without the substitution sympy cannot see it

@@ -15,11 +15,14 @@ sympy is imported only when an entry's form is first needed, so importing kanlab
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "SymbolicFunction",
@@ -93,6 +96,20 @@ class SymbolicFunction:
             raise ValueError(f"domain must be one of {DOMAINS}, got {self.domain!r}")
         if self.parity not in (None, "odd", "even"):
             raise ValueError(f"parity must be None, 'odd' or 'even', got {self.parity!r}")
+        if self.torch_fn is not None:
+            self._warn_if_not_differentiable()
+
+    def _warn_if_not_differentiable(self) -> None:
+        """A ``torch_fn`` without autograd (``torch.special.bessel_j0`` is one) snaps fine, but
+        the affine parameters of its edges then get no gradient and silently stop training."""
+        probe = torch.linspace(0.1, 0.9, 3, dtype=torch.float64, requires_grad=True)
+        try:
+            differentiable = bool(getattr(self.torch_fn(probe), "requires_grad", False))
+        except Exception:  # noqa: BLE001 - a function undefined at the probe points is not ours to judge
+            return
+        if not differentiable:
+            logger.warning("torch_fn of %r has no gradient (its result does not require grad): edges snapped "
+                           "to it will not train their (a, b, c, d); wrap it in a torch.autograd.Function", self.name)
 
     # -------------------------------------------------------------- derived forms
     def sympy(self, variable=None):
