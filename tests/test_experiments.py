@@ -134,3 +134,18 @@ def test_symbolic_auxiliary_variables_are_appended_and_substituted_back():
     assert symbolic.proven_equal(s[0] * s[4], truth, substitutions(s))
     assert not symbolic.proven_equal(s[0] * s[3], truth, substitutions(s))
     assert not symbolic.proven_equal(s[0] * s[4], truth)  # without the substitution sympy cannot see it
+
+
+def test_minimize_lbfgs_reaches_the_least_squares_solution():
+    from kanlab.experiments.common import minimize_lbfgs
+
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(30, 3, generator=generator, dtype=torch.float64)
+    b = torch.randn(30, generator=generator, dtype=torch.float64)
+    w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    steps_seen = []
+    minimize_lbfgs([w], lambda: ((a @ w - b) ** 2).mean(), 5, normalise=True, tolerance=1e-32,
+                   after_step=steps_seen.append)
+    expected = np.linalg.lstsq(a.numpy(), b.numpy(), rcond=None)[0]
+    np.testing.assert_allclose(w.detach().numpy(), expected, atol=1e-10)
+    assert steps_seen == [0, 1, 2, 3, 4]

@@ -100,6 +100,35 @@ def make_mlp(sizes: Sequence[int], activation: str = "silu", seed: int = 0, dtyp
     return torch.nn.Sequential(*layers[:-1]).to(dtype)
 
 
+def minimize_lbfgs(parameters: list[torch.Tensor], objective: Callable[[], torch.Tensor], steps: int, *,
+                   lr: float = 1.0, normalise: bool = False, tolerance: float | None = None,
+                   after_step: Callable[[int], object] | None = None) -> None:
+    """``steps`` LBFGS steps (history 10, strong Wolfe) on a scalar ``objective()``, for the
+    losses that are not (input, label) pairs (PINN residuals, phases of a continual run) and
+    for MLP baselines. ``normalise`` divides the objective by its first value, as ``fit``
+    does; ``tolerance`` replaces both of torch's stopping tolerances (1e-32: never stop
+    early); ``after_step(step)`` runs after each step.
+    """
+    tolerances = {} if tolerance is None else {"tolerance_grad": tolerance, "tolerance_change": tolerance}
+    optimizer = torch.optim.LBFGS(parameters, lr=lr, history_size=10, line_search_fn="strong_wolfe", **tolerances)
+    scale = 1.0
+    if normalise:
+        with torch.no_grad():
+            first = float(objective())
+        scale = 1.0 / first if math.isfinite(first) and first > 0 else 1.0
+
+    def closure():
+        optimizer.zero_grad()
+        loss = objective() * scale
+        loss.backward()
+        return loss
+
+    for step in range(steps):
+        optimizer.step(closure)
+        if after_step is not None:
+            after_step(step)
+
+
 def train_mlp(sizes: Sequence[int], data: dict, *, steps: int, opt: str = "LBFGS", lr: float = 1.0,
               activation: str = "silu", seed: int = 0, loss_fn=None, validation=None) -> tuple[torch.nn.Module, float]:
     """An MLP trained with the optimizer and step budget the KAN gets; returns it and its test RMSE.
@@ -112,19 +141,11 @@ def train_mlp(sizes: Sequence[int], data: dict, *, steps: int, opt: str = "LBFGS
     x, y = data["train_input"], data["train_label"]
     model = make_mlp(sizes, activation, seed, x.dtype)
     loss_fn = loss_fn or (lambda m: torch.mean((m(x) - y) ** 2))
+    keeper = BestOnValidation(*validation) if validation is not None else None
+    after_step = (lambda step: keeper(step, model, None)) if keeper is not None else None
     if opt == "LBFGS":
-        optimizer = torch.optim.LBFGS(model.parameters(), lr=lr, history_size=10, line_search_fn="strong_wolfe",
-                                      tolerance_grad=1e-32, tolerance_change=1e-32)
-        with torch.no_grad():
-            first = float(loss_fn(model))
-        scale = 1.0 / first if math.isfinite(first) and first > 0 else 1.0
-
-        def closure():
-            optimizer.zero_grad()
-            loss = loss_fn(model) * scale
-            loss.backward()
-            return loss
-
+        minimize_lbfgs(list(model.parameters()), lambda: loss_fn(model), steps, lr=lr, normalise=True,
+                       tolerance=1e-32, after_step=after_step)
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
 
@@ -134,11 +155,10 @@ def train_mlp(sizes: Sequence[int], data: dict, *, steps: int, opt: str = "LBFGS
             loss.backward()
             return loss
 
-    keeper = BestOnValidation(*validation) if validation is not None else None
-    for step in range(steps):
-        optimizer.step(closure)
-        if keeper is not None:
-            keeper(step, model, None)
+        for step in range(steps):
+            optimizer.step(closure)
+            if after_step is not None:
+                after_step(step)
     if keeper is not None:
         keeper.restore(model)
     with torch.no_grad():
