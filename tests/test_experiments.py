@@ -136,16 +136,19 @@ def test_symbolic_auxiliary_variables_are_appended_and_substituted_back():
     assert not symbolic.proven_equal(s[0] * s[4], truth)  # without the substitution sympy cannot see it
 
 
-def test_minimize_lbfgs_reaches_the_least_squares_solution():
-    from kanlab.experiments.common import minimize_lbfgs
+def test_minimize_reaches_the_least_squares_solution_with_lbfgs_and_adam():
+    from kanlab.experiments.common import minimize
 
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(30, 3, generator=generator, dtype=torch.float64)
     b = torch.randn(30, generator=generator, dtype=torch.float64)
-    w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
-    steps_seen = []
-    minimize_lbfgs([w], lambda: ((a @ w - b) ** 2).mean(), 5, normalise=True, tolerance=1e-32,
-                   after_step=steps_seen.append)
     expected = np.linalg.lstsq(a.numpy(), b.numpy(), rcond=None)[0]
-    np.testing.assert_allclose(w.detach().numpy(), expected, atol=1e-10)
-    assert steps_seen == [0, 1, 2, 3, 4]
+    for opt, steps, lr, atol in (("LBFGS", 5, 1.0, 1e-10), ("Adam", 3000, 0.02, 1e-6)):
+        w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+        steps_seen = []
+        minimize([w], lambda: ((a @ w - b) ** 2).mean(), steps, opt=opt, lr=lr, normalise=opt == "LBFGS",
+                 tolerance=1e-32, after_step=steps_seen.append)
+        np.testing.assert_allclose(w.detach().numpy(), expected, atol=atol)
+        assert steps_seen == list(range(steps))
+    with pytest.raises(ValueError, match="opt must be"):
+        minimize([w], lambda: w.sum(), 1, opt="SGD")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..model import KAN
-from .common import Result, Timer, make_mlp, minimize_lbfgs
+from .common import Result, Timer, make_mlp, minimize
 
 CENTRES = (-0.8, -0.4, 0.0, 0.4, 0.8)
 
@@ -28,7 +28,7 @@ def phase_data(i: int, n: int = 100, dtype=torch.float64) -> tuple[torch.Tensor,
 
 def _train(model, x, y, steps: int) -> None:
     parameters = [p for p in model.parameters() if p.requires_grad]
-    minimize_lbfgs(parameters, lambda: torch.mean((model(x) - y) ** 2), steps)
+    minimize(parameters, lambda: torch.mean((model(x) - y) ** 2), steps)
 
 
 def run(quick: bool = False, seed: int = 0) -> Result:

@@ -15,7 +15,7 @@ import math
 import torch
 
 from ..model import KAN
-from .common import Result, Timer, make_mlp, minimize_lbfgs, mlp_parameters
+from .common import Result, Timer, make_mlp, minimize, mlp_parameters
 
 ALPHA = 0.01
 
@@ -75,7 +75,7 @@ def errors(model, n: int = 101) -> tuple[float, float]:
 def train(model, interior, boundary, steps: int) -> None:
     f_interior = source(interior)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    minimize_lbfgs(parameters, lambda: pinn_loss(model, interior, boundary, f_interior), steps)
+    minimize(parameters, lambda: pinn_loss(model, interior, boundary, f_interior), steps)
 
 
 FULL = dict(n_interior=10000, n_boundary=800, grids=(5, 10, 20), steps=50, mlp_widths=(100,), mlp_depths=(1, 2, 3))

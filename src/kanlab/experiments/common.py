@@ -100,17 +100,24 @@ def make_mlp(sizes: Sequence[int], activation: str = "silu", seed: int = 0, dtyp
     return torch.nn.Sequential(*layers[:-1]).to(dtype)
 
 
-def minimize_lbfgs(parameters: list[torch.Tensor], objective: Callable[[], torch.Tensor], steps: int, *,
-                   lr: float = 1.0, normalise: bool = False, tolerance: float | None = None,
-                   after_step: Callable[[int], object] | None = None) -> None:
-    """``steps`` LBFGS steps (history 10, strong Wolfe) on a scalar ``objective()``, for the
-    losses that are not (input, label) pairs (PINN residuals, phases of a continual run) and
-    for MLP baselines. ``normalise`` divides the objective by its first value, as ``fit``
-    does; ``tolerance`` replaces both of torch's stopping tolerances (1e-32: never stop
-    early); ``after_step(step)`` runs after each step.
+def minimize(parameters: list[torch.Tensor], objective: Callable[[], torch.Tensor], steps: int, *,
+             opt: str = "LBFGS", lr: float = 1.0, normalise: bool = False, tolerance: float | None = None,
+             after_step: Callable[[int], object] | None = None) -> None:
+    """``steps`` optimizer steps on a scalar ``objective()``, for the losses that are not
+    (input, label) pairs (PINN residuals, phases of a continual run) and for MLP baselines.
+
+    ``opt`` is "LBFGS" (history 10, strong Wolfe, as ``fit``) or "Adam". ``normalise``
+    divides the objective by its first value, as ``fit`` does for LBFGS; ``tolerance``
+    replaces both of LBFGS's stopping tolerances (1e-32: never stop early);
+    ``after_step(step)`` runs after each step.
     """
-    tolerances = {} if tolerance is None else {"tolerance_grad": tolerance, "tolerance_change": tolerance}
-    optimizer = torch.optim.LBFGS(parameters, lr=lr, history_size=10, line_search_fn="strong_wolfe", **tolerances)
+    if opt not in ("LBFGS", "Adam"):
+        raise ValueError(f"opt must be 'LBFGS' or 'Adam', got {opt!r}")
+    if opt == "Adam":
+        optimizer = torch.optim.Adam(parameters, lr=lr)
+    else:
+        tolerances = {} if tolerance is None else {"tolerance_grad": tolerance, "tolerance_change": tolerance}
+        optimizer = torch.optim.LBFGS(parameters, lr=lr, history_size=10, line_search_fn="strong_wolfe", **tolerances)
     scale = 1.0
     if normalise:
         with torch.no_grad():
@@ -143,22 +150,8 @@ def train_mlp(sizes: Sequence[int], data: dict, *, steps: int, opt: str = "LBFGS
     loss_fn = loss_fn or (lambda m: torch.mean((m(x) - y) ** 2))
     keeper = BestOnValidation(*validation) if validation is not None else None
     after_step = (lambda step: keeper(step, model, None)) if keeper is not None else None
-    if opt == "LBFGS":
-        minimize_lbfgs(list(model.parameters()), lambda: loss_fn(model), steps, lr=lr, normalise=True,
-                       tolerance=1e-32, after_step=after_step)
-    else:
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-
-        def closure():
-            optimizer.zero_grad()
-            loss = loss_fn(model)
-            loss.backward()
-            return loss
-
-        for step in range(steps):
-            optimizer.step(closure)
-            if after_step is not None:
-                after_step(step)
+    minimize(list(model.parameters()), lambda: loss_fn(model), steps, opt=opt, lr=lr, normalise=opt == "LBFGS",
+             tolerance=1e-32, after_step=after_step)
     if keeper is not None:
         keeper.restore(model)
     with torch.no_grad():
