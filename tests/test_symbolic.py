@@ -14,7 +14,6 @@ from kanlab.formula import round_formula
 
 def _safe_random_symbolic(model, seed=0, names=("sin", "x^2", "exp", "tanh", "x", "x^3", "cos", "gaussian")):
     """Fix every edge of ``model`` to a random library function with random parameters."""
-    library = default_library()
     generator = torch.Generator().manual_seed(seed)
     for l, layer in enumerate(model.layers):
         for j in range(layer.out_features):

@@ -3,7 +3,6 @@
 These train small networks in float64 (a few seconds each); each asserts the formula found.
 """
 
-import pytest
 import sympy
 import torch
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
-
 __all__ = ["symbolic_formula", "round_formula", "tidy_formula", "default_variables"]
 
 

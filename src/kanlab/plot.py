@@ -19,7 +19,6 @@ __all__ = ["draw"]
 
 def _matplotlib():
     try:
-        import matplotlib  # noqa: F401
         from matplotlib.figure import Figure
     except ImportError:  # pragma: no cover - depends on the environment
         raise ImportError('plotting needs matplotlib: pip install "kanlab[plot]" (or pip install matplotlib)') from None
