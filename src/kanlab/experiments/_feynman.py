@@ -98,7 +98,7 @@ def _recovered(model, expr, symbols, target, ranges, seed) -> str:
     return f"numeric ({relative:.0e})"
 
 
-FULL = dict(names=None, grids=(5, 10), steps=50, lamb=1e-3, train_num=1000, mlp=([0, 20, 1], [0, 50, 50, 1], [0, 100, 100, 1]))
+FULL = dict(names=None, grids=(5, 10), steps=30, lamb=1e-3, train_num=1000, mlp=([0, 20, 1], [0, 50, 50, 1], [0, 100, 100, 1]))
 QUICK = dict(names=("II.38.3",), grids=(3,), steps=5, lamb=1e-3, train_num=200, mlp=([0, 20, 1],))
 
 

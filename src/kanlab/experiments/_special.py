@@ -57,7 +57,7 @@ def torch_target(name: str):
 
 
 FULL = dict(names=None, shapes=([2, 1, 1], [2, 2, 1], [2, 3, 1], [2, 5, 1], [2, 3, 2, 1]), grids=(3, 5, 10, 20),
-            steps=100, train_num=1000, mlp=([2, 20, 1], [2, 50, 50, 1], [2, 100, 100, 100, 1]))
+            steps=30, train_num=1000, mlp=([2, 20, 1], [2, 50, 50, 1], [2, 100, 100, 100, 1]))
 QUICK = dict(names=("jv", "sph_harm_m_0_n_1"), shapes=([2, 1, 1],), grids=(3,), steps=5, train_num=200,
              mlp=([2, 20, 1],))
 
