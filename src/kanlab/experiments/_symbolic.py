@@ -56,6 +56,13 @@ def _relativity_auxiliary(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, beta[:, None], (1 / torch.sqrt(1 - beta**2))[:, None]], dim=1)
 
 
+def _relativity_substitutions(x):
+    """beta and gamma (x[3], x[4]) in terms of m0, v, c (x[0], x[1], x[2])."""
+    import sympy
+
+    return {x[3]: x[1] / x[2], x[4]: 1 / sympy.sqrt(1 - (x[1] / x[2]) ** 2)}
+
+
 def toys():
     """name: (function of (N, n) tensors, sympy truth of x_1.., n_var, range, width, library names, options).
 
@@ -91,7 +98,7 @@ def toys():
         "relativistic mass m0 / sqrt(1 - (v/c)^2), auxiliary beta = v/c, gamma = 1/sqrt(1 - beta^2)": (
             lambda x: x[:, 0] / torch.sqrt(1 - (x[:, 1] / x[:, 2]) ** 2), x1 / sympy.sqrt(1 - (x2 / x3) ** 2), 3,
             ((0.5, 2), (-0.9, 0.9), (1, 2)), [5, [0, 1], 1], ["x", "x^2"],
-            {"lamb": 1e-2, "weight_simple": 0.9, "auxiliary": (_relativity_auxiliary, lambda x: {x[3]: x[1] / x[2], x[4]: 1 / sympy.sqrt(1 - (x[1] / x[2]) ** 2)})}),
+            {"lamb": 1e-2, "weight_simple": 0.9, "auxiliary": (_relativity_auxiliary, _relativity_substitutions)}),
     }
 
 
@@ -106,7 +113,7 @@ def _dataset(f, n_var, ranges, train_num, test_num, seed, features=None):
 
 
 def discover(f, n_var, ranges, width, lib, *, steps, train_num, seeds=(0, 1, 2), weight_simple=0.8, lamb=1e-3,
-             grids=(5, 10), grid_eps=0.02, snap_options=None, polish_steps=None, features=None):
+             grids=(5, 10), grid_eps=0.02, snap_options=None, features=None):
     """train (sparsified) -> prune -> refine and train per grid -> auto_symbolic -> train.
 
     The sparsified first stage runs from each seed in ``seeds`` and keeps the lowest training
@@ -129,7 +136,7 @@ def discover(f, n_var, ranges, width, lib, *, steps, train_num, seeds=(0, 1, 2),
     if len(grids) == 1:
         model.fit(data, steps=steps, progress=False)
     model.auto_symbolic(lib=lib, weight_simple=weight_simple, **(snap_options or {}))
-    history = model.fit(data, steps=polish_steps or steps, progress=False)
+    history = model.fit(data, steps=steps, progress=False)
     return model, data, history["test_loss"][-1], seed
 
 
