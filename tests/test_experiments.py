@@ -152,3 +152,18 @@ def test_minimize_reaches_the_least_squares_solution_with_lbfgs_and_adam():
         assert steps_seen == list(range(steps))
     with pytest.raises(ValueError, match="opt must be"):
         minimize([w], lambda: w.sum(), 1, opt="SGD")
+
+
+def test_fit_best_of_seeds_keeps_the_lowest_training_rmse():
+    from kanlab import KAN
+    from kanlab.datasets import create_dataset
+    from kanlab.experiments.common import fit_best_of_seeds
+
+    data = create_dataset(lambda x: torch.exp(torch.sin(math.pi * x[:, [0]]) + x[:, [1]] ** 2), n_var=2,
+                          train_num=100, test_num=50, seed=0, dtype=torch.float64)
+    options = dict(steps=3, progress=False)
+    losses = [KAN([2, 1, 1], grid=3, seed=s, dtype=torch.float64).fit(data, **options)["train_loss"][-1]
+              for s in (0, 1, 2)]
+    model, history, seed = fit_best_of_seeds([2, 1, 1], data, (0, 1, 2), options, grid=3, dtype=torch.float64)
+    assert seed == int(np.argmin(losses)) and history["train_loss"][-1] == min(losses)
+    assert model.width[0][0] == 2

@@ -132,13 +132,24 @@ def test_knots_from_samples_mix_and_degenerate_input():
     generator = torch.Generator().manual_seed(3)
     x = torch.rand(500, 2, generator=generator, dtype=torch.float64) ** 3
     x[:, 1] = 0.25  # a constant input
-    knots = splines.knots_from_samples(x, grid=4, k=3, grid_eps=0.0)
+    knots = splines.knots_from_samples(x, grid=4, k=3, grid_eps=0.0, margin=0.0)
     interior = knots[:, 3:-3]
     expected = torch.quantile(x[:, 0], torch.linspace(0, 1, 5, dtype=torch.float64))
     torch.testing.assert_close(interior[0], expected)
     assert (torch.diff(knots[1]) > 0).all()  # the constant input still gets a valid grid
-    uniform = splines.knots_from_samples(x, grid=4, k=3, grid_eps=1.0)[0, 3:-3]
-    torch.testing.assert_close(uniform, torch.linspace(x[:, 0].min().item(), x[:, 0].max().item(), 5, dtype=torch.float64))
+    low, high = x[:, 0].min().item(), x[:, 0].max().item()
+    uniform = splines.knots_from_samples(x, grid=4, k=3, grid_eps=1.0, margin=0.0)[0, 3:-3]
+    torch.testing.assert_close(uniform, torch.linspace(low, high, 5, dtype=torch.float64))
+    # the default margin widens both ends by the mean gap between sorted samples, only the ends
+    widen = (high - low) / (x.shape[0] - 1)
+    for eps in (0.0, 0.3, 1.0):
+        plain = splines.knots_from_samples(x, grid=4, k=3, grid_eps=eps, margin=0.0)[0, 3:-3]
+        wide = splines.knots_from_samples(x, grid=4, k=3, grid_eps=eps)[0, 3:-3]
+        torch.testing.assert_close(wide[[0, -1]], torch.tensor([low - widen, high + widen], dtype=torch.float64))
+        uniform_part = torch.linspace(low - widen, high + widen, 5, dtype=torch.float64)[1:-1]
+        torch.testing.assert_close(wide[1:-1], plain[1:-1] + eps * (uniform_part - torch.linspace(low, high, 5, dtype=torch.float64)[1:-1]))
+    with pytest.raises(ValueError, match="margin"):
+        splines.knots_from_samples(x, grid=4, k=3, margin=-1.0)
 
 
 @pytest.mark.parametrize("new_grid", [10, 13, 40])

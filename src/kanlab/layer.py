@@ -377,7 +377,8 @@ class KANLinear(nn.Module):
         """Move the knots to the samples ``x`` ``(batch, in)`` and refit, keeping each edge's function.
 
         Knots become ``grid_eps * uniform + (1 - grid_eps) * quantiles`` of each input's
-        samples, so the grid covers them all; the coefficients are refit by least squares to
+        samples, with the ends one mean sample gap beyond them (``knots_from_samples``), so
+        the grid covers them all; the coefficients are refit by least squares to
         the spline's old values on the samples (and evenly between them), so every edge
         computes (nearly) the same function there as before. Samples that lay outside the old
         knot span had a zero spline part, and keep it.

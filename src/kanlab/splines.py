@@ -14,6 +14,7 @@ edge vanishes for inputs far out of range: only the residual (base) function rem
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
@@ -105,20 +106,26 @@ def extend_knots(points: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def knots_from_samples(
-    x: torch.Tensor, grid: int, k: int, grid_eps: float = 0.02, *, min_width: float = 1e-6
+    x: torch.Tensor, grid: int, k: int, grid_eps: float = 0.02, *, min_width: float = 1e-6, margin: float = 1.0
 ) -> torch.Tensor:
     """Knots adapted to samples: per input, ``eps * uniform + (1 - eps) * quantiles``.
 
     ``x`` is ``(batch, in)``. The uniform part spans each input's sample range; the adaptive
     part puts the ``G + 1`` interior knots at evenly spaced sample quantiles (linear
-    interpolation between order statistics). An input whose samples span less than
-    ``min_width`` gets a range of that width centred on its samples, so knots never collide.
-    Returns ``(in, G + 2k + 1)``.
+    interpolation between order statistics). The range is first widened at each end by
+    ``margin`` times the mean gap between sorted samples, ``(max - min) / (batch - 1)``, the
+    expected distance from the extreme sample to the edge of its distribution: so inputs
+    just beyond the training sample are still on the end polynomial piece that the samples
+    fit, not on the extension's weakly determined tail (``margin=0``: pykan's knots). An
+    input whose samples span less than ``min_width`` gets a range of that width centred on
+    its samples, so knots never collide. Returns ``(in, G + 2k + 1)``.
     """
     _check_grid(grid)
     _check_degree(k)
     if not 0.0 <= float(grid_eps) <= 1.0:
         raise ValueError(f"grid_eps must lie in [0, 1], got {grid_eps!r}")
+    if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
+        raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
     _check_samples(x, "x")
     ordered = torch.sort(x, dim=0).values.T  # (in, batch)
     low, high = ordered[:, :1], ordered[:, -1:]
@@ -126,6 +133,8 @@ def knots_from_samples(
     narrow = (high - low) < min_width
     low = torch.where(narrow, centre - min_width / 2, low)
     high = torch.where(narrow, centre + min_width / 2, high)
+    widen = float(margin) * (high - low) / max(x.shape[0] - 1, 1)
+    low, high = low - widen, high + widen
 
     fractions = torch.linspace(0, 1, grid + 1, dtype=x.dtype, device=x.device)
     uniform = low + (high - low) * fractions
@@ -134,6 +143,7 @@ def knots_from_samples(
     upper_index = (lower_index + 1).clamp(max=x.shape[0] - 1)
     weight = position - lower_index.to(x.dtype)
     adaptive = ordered[:, lower_index] * (1 - weight) + ordered[:, upper_index] * weight
+    adaptive = torch.cat([low, adaptive[:, 1:-1], high], dim=1)  # the widened ends
     adaptive = torch.where(narrow, uniform, adaptive)
     points = grid_eps * uniform + (1 - grid_eps) * adaptive
     return extend_knots(points, k)

@@ -17,7 +17,7 @@ from ..datasets import create_dataset
 from ..functions import default_library
 from ..model import KAN
 from ..prune import feature_score
-from .common import Result, Timer, rmse
+from .common import Result, Timer, fit_best_of_seeds, rmse
 
 
 class _BesselJ0(torch.autograd.Function):
@@ -117,18 +117,12 @@ def discover(f, n_var, ranges, width, lib, *, steps, train_num, seeds=(0, 1, 2),
     """train (sparsified) -> prune -> refine and train per grid -> auto_symbolic -> train.
 
     The sparsified first stage runs from each seed in ``seeds`` and keeps the lowest training
-    RMSE: these small models have initialisation-dependent local minima (a stalled [2, 1, 1]
-    stays stalled through every refinement), and restarts are what a practitioner does.
+    RMSE (``common.fit_best_of_seeds``).
     Returns (model, data, test RMSE after snapping, the seed kept).
     """
     data = _dataset(f, n_var, ranges, train_num, 1000, 0, features)
-    best = None
-    for seed in seeds:
-        candidate = KAN(width, grid=grids[0], seed=seed, grid_eps=grid_eps, dtype=torch.float64)
-        loss = candidate.fit(data, steps=steps, lamb=lamb, progress=False)["train_loss"][-1]
-        if best is None or loss < best[0]:
-            best = (loss, seed, candidate)
-    _, seed, model = best
+    model, _, seed = fit_best_of_seeds(width, data, seeds, dict(steps=steps, lamb=lamb, progress=False),
+                                       grid=grids[0], grid_eps=grid_eps, dtype=torch.float64)
     model = model.prune()
     for grid in grids[1:]:
         model = model.refine(grid)

@@ -136,6 +136,22 @@ def minimize(parameters: list[torch.Tensor], objective: Callable[[], torch.Tenso
             after_step(step)
 
 
+def fit_best_of_seeds(width, data: dict, seeds: Sequence[int], fit_options: dict, **kan_options):
+    """A KAN trained from each seed in ``seeds``; returns (the one with the lowest final
+    training RMSE, its history, its seed). Small KANs have initialisation-dependent local
+    minima (a stalled [2, 1, 1] stays stalled through every later refinement), and
+    restarting is what a practitioner does; the test set plays no part in the choice."""
+    from ..model import KAN
+
+    best = None
+    for seed in seeds:
+        model = KAN(width, seed=seed, **kan_options)
+        history = model.fit(data, **fit_options)
+        if best is None or history["train_loss"][-1] < best[1]["train_loss"][-1]:
+            best = (model, history, seed)
+    return best
+
+
 def train_mlp(sizes: Sequence[int], data: dict, *, steps: int, opt: str = "LBFGS", lr: float = 1.0,
               activation: str = "silu", seed: int = 0, loss_fn=None, validation=None) -> tuple[torch.nn.Module, float]:
     """An MLP trained with the optimizer and step budget the KAN gets; returns it and its test RMSE.
