@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ..datasets import create_dataset
@@ -152,7 +153,8 @@ def verdict(model, truth, f, n_var, ranges, names, auxiliary=None) -> tuple[str,
     found = found.subs({s: by_name[s.name] for s in found.free_symbols if s.name in by_name})
     fn = sympy.lambdify(symbols, found, modules=["numpy", "scipy"])
     x, y = check["train_input"], check["train_label"]
-    values = torch.as_tensor(fn(*[x[:, i].numpy() for i in range(len(names))]), dtype=torch.float64).reshape(-1, 1)
+    with np.errstate(all="ignore"):  # a wrong formula may leave its domain: the RMSE says so, not a warning
+        values = torch.as_tensor(fn(*[x[:, i].numpy() for i in range(len(names))]), dtype=torch.float64).reshape(-1, 1)
     relative = rmse(values.expand_as(y), y) / max(y.std().item(), 1e-12)
     rounded = round_formula(found, 4)
     if not math.isfinite(relative) or relative > 1e-3:
