@@ -14,6 +14,7 @@ from kanlab.experiments import _feynman as feynman
 from kanlab.experiments import _poisson as poisson
 from kanlab.experiments import _special as special
 from kanlab.experiments import _symbolic as symbolic
+from kanlab.experiments import common
 
 
 def test_poisson_source_is_the_laplacian_and_the_boundary_is_zero():
@@ -131,9 +132,26 @@ def test_symbolic_auxiliary_variables_are_appended_and_substituted_back():
     torch.testing.assert_close(x[:, 4], 1 / torch.sqrt(1 - x[:, 3] ** 2))
     torch.testing.assert_close(data["train_label"][:, 0], x[:, 0] * x[:, 4])  # m = m0 * gamma
     s = sympy.symbols("x_1:6")
-    assert symbolic.proven_equal(s[0] * s[4], truth, substitutions(s))
-    assert not symbolic.proven_equal(s[0] * s[3], truth, substitutions(s))
-    assert not symbolic.proven_equal(s[0] * s[4], truth)  # without the substitution sympy cannot see it
+    assert common.proven_equal(s[0] * s[4], truth, substitutions(s))
+    assert not common.proven_equal(s[0] * s[3], truth, substitutions(s))
+    assert not common.proven_equal(s[0] * s[4], truth)  # without the substitution sympy cannot see it
+
+
+def test_formula_verdict_tells_exact_numeric_and_wrong_formulas_apart():
+    import sympy
+
+    x1, x2 = sympy.symbols("x_1 x_2")
+    truth = sympy.exp(sympy.sin(2 * x1) + x2**2)
+    x = torch.rand(200, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
+    y = torch.exp(torch.sin(2 * x[:, :1]) + x[:, 1:] ** 2)
+    # the formula's symbols may be other objects of the same names (as symbolic_formula returns)
+    found = sympy.exp(sympy.Symbol("x_2") ** 2 + sympy.sin(2.0000000001 * sympy.Symbol("x_1")))
+    assert common.formula_verdict(found, [x1, x2], x, y, truth, digits=4) == "exact"
+    close = sympy.exp(x2**2 + sympy.sin(2.00001 * x1))  # right to 1e-5, not provably equal
+    assert common.formula_verdict(close, [x1, x2], x, y, truth, digits=6).startswith("numeric (")
+    assert common.formula_verdict(sympy.exp(x2), [x1, x2], x, y, truth, digits=4).startswith("no (relative RMSE")
+    assert common.formula_verdict(sympy.Float(1.0), [x1, x2], x, y, truth, digits=4).startswith("no (")
+    assert common.formula_verdict(sympy.log(x1), [x1, x2], x, y, truth, digits=4).startswith("no (")  # NaN, quietly
 
 
 def test_minimize_reaches_the_least_squares_solution_with_lbfgs_and_adam():

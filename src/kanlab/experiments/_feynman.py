@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import re
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..datasets import create_dataset
 from ..model import KAN
-from .common import Result, Timer, rmse, train_mlp
+from .common import Result, Timer, formula_verdict, train_mlp
 
 DATA = Path(__file__).parent / "data" / "feynman_dimensionless.csv"
 
@@ -70,32 +68,16 @@ def equation(row: dict):
 
 
 def _recovered(model, expr, symbols, target, ranges, seed) -> str:
-    import sympy
-
+    """The formula check of ``common.formula_verdict`` on 1000 fresh points, or "no formula"."""
     from ..formula import symbolic_formula
 
     try:
         (found,) = symbolic_formula(model, [s.name for s in symbols])
     except ValueError:
         return "no formula"
-    by_name = {s.name: s for s in symbols}
-    found = found.subs({f: by_name[f.name] for f in found.free_symbols if f.name in by_name})
     check = create_dataset(target, n_var=len(symbols), ranges=ranges, train_num=1000, test_num=1, seed=seed + 7,
                            dtype=torch.float64)
-    fn = sympy.lambdify(symbols, found, "numpy")
-    x, y = check["train_input"], check["train_label"]
-    with np.errstate(all="ignore"):  # a wrong formula may leave its domain: the RMSE says so, not a warning
-        values = torch.as_tensor(fn(*[x[:, i].numpy() for i in range(x.shape[1])]), dtype=torch.float64)
-    values = values.expand(x.shape[0]).unsqueeze(1) if values.dim() <= 1 else values
-    relative = rmse(values, y) / max(y.std().item(), 1e-12)
-    if not math.isfinite(relative) or relative > 1e-3:
-        return f"no (relative RMSE {relative:.1e})"
-    from ..formula import round_formula
-    from ._symbolic import proven_equal
-
-    if proven_equal(round_formula(found, 4), expr):
-        return "exact"
-    return f"numeric ({relative:.0e})"
+    return formula_verdict(found, symbols, check["train_input"], check["train_label"], expr, digits=4)
 
 
 FULL = dict(names=None, grids=(5, 10), steps=30, lamb=1e-3, train_num=1000, mlp=([0, 20, 1], [0, 50, 50, 1], [0, 100, 100, 1]))

@@ -9,16 +9,14 @@ the paper's exp(J0(20x) + y^2) example needs.
 
 from __future__ import annotations
 
-import math
 
-import numpy as np
 import torch
 
 from ..datasets import create_dataset
 from ..functions import default_library
 from ..model import KAN
 from ..prune import feature_score
-from .common import Result, Timer, fit_best_of_seeds, rmse
+from .common import Result, Timer, fit_best_of_seeds, formula_verdict
 
 
 class _BesselJ0(torch.autograd.Function):
@@ -149,32 +147,9 @@ def verdict(model, truth, f, n_var, ranges, names, auxiliary=None) -> tuple[str,
     features, substitutions = auxiliary if auxiliary is not None else (None, None)
     check = _dataset(f, n_var, ranges, 1000, 1, 11, features)
     symbols = [sympy.Symbol(n) for n in names]
-    by_name = {s.name: s for s in symbols}
-    found = found.subs({s: by_name[s.name] for s in found.free_symbols if s.name in by_name})
-    fn = sympy.lambdify(symbols, found, modules=["numpy", "scipy"])
-    x, y = check["train_input"], check["train_label"]
-    with np.errstate(all="ignore"):  # a wrong formula may leave its domain: the RMSE says so, not a warning
-        values = torch.as_tensor(fn(*[x[:, i].numpy() for i in range(len(names))]), dtype=torch.float64).reshape(-1, 1)
-    relative = rmse(values.expand_as(y), y) / max(y.std().item(), 1e-12)
-    rounded = round_formula(found, 4)
-    if not math.isfinite(relative) or relative > 1e-3:
-        return str(rounded), f"no (relative RMSE {relative:.1e})"
-    if proven_equal(round_formula(found, 3), truth, substitutions and substitutions(symbols)):
-        return str(rounded), "exact"
-    return str(rounded), f"numeric ({relative:.0e})"
-
-
-def proven_equal(found, truth, substitutions=None) -> bool:
-    """Whether sympy proves ``found == truth``, after writing auxiliary symbols in raw ones."""
-    import sympy
-
-    difference = found - truth
-    if substitutions:
-        difference = difference.subs(substitutions)
-    try:
-        return sympy.simplify(difference) == 0
-    except Exception:  # noqa: BLE001 - undecided by sympy: the numeric check stands
-        return False
+    found_verdict = formula_verdict(found, symbols, check["train_input"], check["train_label"], truth, digits=3,
+                                    substitutions=substitutions and substitutions(symbols))
+    return str(round_formula(found, 4)), found_verdict
 
 
 QUICK_TOYS = ("x*y (multiplication node)",)

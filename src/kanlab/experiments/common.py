@@ -76,6 +76,46 @@ def rmse(pred: torch.Tensor, label: torch.Tensor) -> float:
     return math.sqrt(torch.mean((pred - label) ** 2).item())
 
 
+def proven_equal(found, truth, substitutions=None) -> bool:
+    """Whether sympy proves ``found == truth``, after writing auxiliary symbols in raw ones."""
+    import sympy
+
+    difference = found - truth
+    if substitutions:
+        difference = difference.subs(substitutions)
+    try:
+        return sympy.simplify(difference) == 0
+    except Exception:  # noqa: BLE001 - undecided by sympy: the numeric check stands
+        return False
+
+
+def formula_verdict(found, symbols, x: torch.Tensor, y: torch.Tensor, truth, *, digits: int,
+                    substitutions=None) -> str:
+    """How well the sympy formula ``found`` (in ``symbols``) recovers ``truth``, checked on
+    fresh points ``x`` ``(N, len(symbols))`` with labels ``y`` ``(N, 1)``.
+
+    "no (relative RMSE r)" when its RMSE over the labels' spread exceeds 1e-3, "exact" when
+    sympy proves it (rounded to ``digits``) equal to ``truth``, else "numeric (r)".
+    """
+    import numpy as np
+    import sympy
+
+    from ..formula import round_formula
+
+    by_name = {s.name: s for s in symbols}
+    found = found.subs({s: by_name[s.name] for s in found.free_symbols if s.name in by_name})
+    fn = sympy.lambdify(symbols, found, modules=["numpy", "scipy"])
+    with np.errstate(all="ignore"):  # a wrong formula may leave its domain: the RMSE says so, not a warning
+        values = torch.as_tensor(fn(*[x[:, i].numpy() for i in range(len(symbols))]), dtype=torch.float64)
+    values = values.reshape(-1, 1).expand_as(y)  # a constant formula gives one value
+    relative = rmse(values, y) / max(y.std().item(), 1e-12)
+    if not math.isfinite(relative) or relative > 1e-3:
+        return f"no (relative RMSE {relative:.1e})"
+    if proven_equal(round_formula(found, digits), truth, substitutions):
+        return "exact"
+    return f"numeric ({relative:.0e})"
+
+
 def kan_parameters(model) -> int:
     """Trainable numbers of a KAN's active edges: G + k coefficients and 2 scales each (the
     paper's count), plus symbolic edges' 4 affine numbers."""
