@@ -8,6 +8,8 @@ an efficient-kan-style dense layer (every basis by the full Cox-de Boor recursio
 matrix products; our own code), an MLP with the KAN layer's parameter count (in -> h -> out),
 and, with ``--pykan-python``, pykan 0.2.8's KANLayer (timed in its own interpreter against
 its own nn.Linear). "vs own G=5" compares kanlab's fwd+bwd with its own at G = 5, same shape.
+kanlab's columns come twice: the pure-torch path, and with the compiled kernel
+(``kanlab.native``, built on the first run; ``--no-compiled`` skips it).
 Prints a markdown table and writes its section of RESULTS.md.
 
     .venv/bin/python benchmarks/bench_layer.py [--pykan-python .venv-pykan/bin/python]
@@ -57,7 +59,7 @@ def same_size_mlp(layer: kanlab.KANLinear) -> nn.Module:
     return nn.Sequential(nn.Linear(layer.in_features, hidden), nn.SiLU(), nn.Linear(hidden, layer.out_features))
 
 
-def measure(batch: int, n_in: int, n_out: int, grid: int, k: int = 3) -> list:
+def measure(batch: int, n_in: int, n_out: int, grid: int, compiled: bool, k: int = 3) -> list:
     generator = torch.Generator().manual_seed(0)
     layer = kanlab.KANLinear(n_in, n_out, grid=grid, k=k, generator=generator)
     adapted = kanlab.KANLinear(n_in, n_out, grid=grid, k=k, generator=generator)
@@ -69,40 +71,48 @@ def measure(batch: int, n_in: int, n_out: int, grid: int, k: int = 3) -> list:
     torch.testing.assert_close(dense(x), layer(x), rtol=1e-4, atol=1e-5)  # the same function
     wide = torch.rand(batch, n_in * (grid + k), generator=generator).requires_grad_()
 
-    def forward(module, inputs):
+    def forward(module, inputs, compiled=False):
         def run():
-            with torch.no_grad():
+            with torch.no_grad(), kanlab.native.use(compiled):
                 module(inputs)
         return run
 
-    def train_step(module, inputs):
+    def train_step(module, inputs, compiled=False):
         def run():
-            module(inputs).sum().backward()
+            with kanlab.native.use(compiled):
+                module(inputs).sum().backward()
         return run
 
-    times = interleaved_medians(
-        {
-            "kan_fwd": forward(layer, x),
-            "lin_fwd": forward(linear, wide),
-            "kan_step": train_step(layer, x),
-            "lin_step": train_step(linear, wide),
-            "adapted_step": train_step(adapted, x),
-            "dense_step": train_step(dense, x),
-            "mlp_step": train_step(mlp, x),
-        }
-    )
+    candidates = {
+        "kan_fwd": forward(layer, x),
+        "lin_fwd": forward(linear, wide),
+        "kan_step": train_step(layer, x),
+        "lin_step": train_step(linear, wide),
+        "adapted_step": train_step(adapted, x),
+        "dense_step": train_step(dense, x),
+        "mlp_step": train_step(mlp, x),
+    }
+    if compiled:
+        candidates.update(kan_fwd_c=forward(layer, x, True), kan_step_c=train_step(layer, x, True),
+                          adapted_step_c=train_step(adapted, x, True))
+    times = interleaved_medians(candidates)
     kan_mem = saved_bytes(lambda: layer(x))
     lin_mem = saved_bytes(lambda: linear(wide))
-    return [
+    row = [
         f"({batch}, {n_in}, {n_out}, G={grid})",
         f"{times['kan_fwd'] / times['lin_fwd']:.2f}x",
         f"{times['kan_step'] / times['lin_step']:.2f}x",
         f"{times['adapted_step'] / times['lin_step']:.2f}x",
+    ]
+    if compiled:
+        row += [f"{times['kan_fwd_c'] / times['lin_fwd']:.2f}x", f"{times['kan_step_c'] / times['lin_step']:.2f}x",
+                f"{times['adapted_step_c'] / times['lin_step']:.2f}x"]
+    return row + [
         f"{times['dense_step'] / times['lin_step']:.2f}x",
         f"{times['mlp_step'] / times['lin_step']:.2f}x",
         f"{kan_mem / lin_mem:.2f}x",
         f"{kan_mem / 2**20:.1f} / {lin_mem / 2**20:.1f}",
-        times["kan_step"],
+        (times["kan_step"], times.get("kan_step_c")),
     ]
 
 
@@ -116,25 +126,31 @@ def pykan_ratios(python: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pykan-python", help="python of an environment with pykan==0.2.8")
+    parser.add_argument("--no-compiled", action="store_true", help="leave out the compiled kernel's columns")
     args = parser.parse_args()
-    rows = [measure(*size) for size in SIZES]
+    compiled = not args.no_compiled and kanlab.native.load()
+    rows = [measure(*size, compiled) for size in SIZES]
     own_g5 = {(b, i, o): row[-1] for (b, i, o, g), row in zip(SIZES, rows) if g == 5}
     theirs = pykan_ratios(args.pykan_python) if args.pykan_python else {}
     for (b, i, o, g), row in zip(SIZES, rows):
         seconds = row.pop()
-        row.append(f"{seconds / own_g5[(b, i, o)]:.2f}x" if g != 5 and (b, i, o) in own_g5 else "")
+        for path in range(1 + compiled):  # the torch path, then the compiled kernel
+            row.append(f"{seconds[path] / own_g5[(b, i, o)][path]:.2f}x" if g != 5 and (b, i, o) in own_g5 else "")
         if theirs:
             row.append(f"{theirs[row[0]]:.1f}x")
-    header = [
-        "(batch, in, out, G)", "forward / linear", "fwd+bwd / linear", "fwd+bwd adapted grid / linear",
-        "dense Cox-de Boor (efficient-kan style) / linear", "same-size MLP / linear", "memory / linear",
-        "memory MiB (kan / linear)", "kanlab fwd+bwd vs own G=5",
-    ] + (["pykan 0.2.8 fwd+bwd / linear"] if theirs else [])
+    header = ["(batch, in, out, G)", "forward / linear", "fwd+bwd / linear", "fwd+bwd adapted grid / linear"]
+    if compiled:
+        header += ["compiled: forward / linear", "compiled: fwd+bwd / linear", "compiled: fwd+bwd adapted / linear"]
+    header += ["dense Cox-de Boor (efficient-kan style) / linear", "same-size MLP / linear", "memory / linear",
+               "memory MiB (kan / linear)", "kanlab fwd+bwd vs own G=5"]
+    header += ["compiled: fwd+bwd vs own G=5"] if compiled else []
+    header += ["pykan 0.2.8 fwd+bwd / linear"] if theirs else []
     table = markdown_table(header, rows)
     text = (
         "## KANLinear vs nn.Linear(in*(G+k), out)\n\n"
         f"`.venv/bin/python benchmarks/bench_layer.py`: torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        "float32, k=3, input requires grad; medians of interleaved runs; memory = tensors kept for backward.\n\n"
+        "float32, k=3, input requires grad; medians of interleaved runs; memory = tensors kept for backward "
+        "(torch path).\n\n"
         + table + "\n"
     )
     print(text)

@@ -5,7 +5,9 @@ refined through ``--grids`` with ``--steps`` steps each (pykan's defaults for gr
 pykan runs in its own interpreter (``--pykan-python``), interleaved with kanlab, once per seed
 in ``--seeds`` (each seed: its own data and initial parameters; pykan starts from kanlab's
 initial model, copied into its layout, so both run the same steps from the same point);
-times and test RMSEs are medians over the seeds, with every seed's final RMSE listed.
+times and test RMSEs are medians over the seeds, with every seed's final RMSE listed. kanlab
+runs with its compiled kernel (``kanlab.native``; ``--no-compiled``: without), and its
+pure-torch path's total is reported beside it.
 Writes its section of RESULTS.md.
 
     .venv/bin/python benchmarks/bench_pipeline.py --pykan-python .venv-pykan/bin/python
@@ -25,7 +27,7 @@ import time
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from common import markdown_table, write_section  # noqa: E402
+from common import markdown_table, warm_up, write_section  # noqa: E402
 
 import kanlab  # noqa: E402
 
@@ -75,19 +77,26 @@ def main() -> None:
     parser.add_argument("--grids", default="5,10,20,50")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--seeds", default="0,1,2", help="data and initialisation seeds, comma separated")
+    parser.add_argument("--no-compiled", action="store_true", help="kanlab without its compiled kernel")
     args = parser.parse_args()
+    compiled = not args.no_compiled and kanlab.native.load()
+    warm_up(compiled)
     width = [int(v) for v in args.width.split(",")]
     grids = [int(v) for v in args.grids.split(",")]
     seeds = [int(v) for v in args.seeds.split(",")]
     function, n_var = kanlab.paper_function("exp_sin")
 
-    ours, theirs, imports = [], [], []
+    ours, theirs, imports, plain = [], [], [], []
     with tempfile.TemporaryDirectory() as folder:
         for seed in seeds:
             data = kanlab.create_dataset(function, n_var=n_var, train_num=1000, test_num=1000, seed=seed, dtype=torch.float64)
             data_path = pathlib.Path(folder) / f"data{seed}.pt"
             torch.save({**data, "initial": pykan_layout(initial_model(width, grids[0], seed))}, data_path)
-            ours.append(run_kanlab(data, width, grids, args.steps, seed))
+            with kanlab.native.use(compiled):
+                ours.append(run_kanlab(data, width, grids, args.steps, seed))
+            if compiled:
+                with kanlab.native.use(False):
+                    plain.append(run_kanlab(data, width, grids, args.steps, seed))
             if args.pykan_python:
                 result = run_pykan(args.pykan_python, data_path, width, grids, args.steps, seed)
                 theirs.append(result["stages"])
@@ -120,6 +129,11 @@ def main() -> None:
             f", pykan {total(theirs):.1f} s (+ {statistics.median(imports):.1f} s import): "
             f"kanlab {total(theirs) / total(ours):.1f}x faster"
         )
+    if plain:
+        summary += (f"\n\nkanlab above runs its compiled kernel (`kanlab.native`); its pure-torch path took "
+                    f"{total(plain):.1f} s in the same run"
+                    + (f" ({total(theirs) / total(plain):.1f}x faster than pykan)" if theirs else "")
+                    + ", final test RMSE per seed " + ", ".join(f"{run[-1][3]:.1e}" for run in plain))
     command = "`.venv/bin/python benchmarks/bench_pipeline.py --pykan-python .venv-pykan/bin/python`"
     text = (
         f"## Demo pipeline: KAN{width} on exp(sin(pi x) + y^2), {args.steps} LBFGS steps per grid\n\n"

@@ -57,3 +57,14 @@ def write_section(name: str, text: str, path: pathlib.Path = RESULTS) -> None:
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     updated = pattern.sub(lambda _: block, current) if pattern.search(current) else current.rstrip() + "\n\n" + block + "\n"
     path.write_text(updated)
+
+
+def warm_up(compiled: bool) -> None:
+    """A few tiny fits on each path first, so no timed run pays one-time start-up costs."""
+    import kanlab
+
+    x = torch.rand(64, 2, dtype=torch.float64)
+    data = {"train_input": x, "train_label": x[:, :1] * x[:, 1:]}
+    for use_kernel in {False, compiled}:
+        with kanlab.native.use(use_kernel):
+            kanlab.KAN([2, 2, 1], grid=3, seed=0, dtype=torch.float64).fit(data, steps=2, progress=False)

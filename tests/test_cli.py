@@ -155,3 +155,17 @@ def test_predict_with_a_model_saved_from_python(tmp_path, capsys):
     assert out.splitlines()[0] == "u,v,y_1_predicted"
     pd.DataFrame({"u": [0.1]}).to_csv(tmp_path / "one.csv", index=False)
     assert "takes 2 inputs" in _error(capsys, ["predict", str(tmp_path / "py.kan"), str(tmp_path / "one.csv")])
+
+
+def test_compiled_flag_builds_the_kernel_and_trains_with_it(tmp_path, monkeypatch):
+    from kanlab import native
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "build"))  # not the user's cache
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"a": rng.uniform(-1, 1, 60), "y": rng.uniform(-1, 1, 60)})
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    with native.use(True):
+        code = main(["--compiled", "fit", str(tmp_path / "d.csv"), "--target", "y", "--grid", "3", "--steps", "2",
+                     "-o", str(tmp_path / "d.kan")])
+    assert code == 0 and native.is_loaded()
+    assert (tmp_path / "d.kan").exists()

@@ -7,7 +7,7 @@ and the pure spline functions in ``kanlab.splines``. Pictures are in ``kanlab.pl
 export in ``kanlab.export``. Heavy optional dependencies are imported only where used.
 """
 
-from . import splines
+from . import native, splines
 from .compile import expand_depth, expand_width, from_formula
 from .datasets import create_dataset, paper_function
 from .io import ModelFileError, load, save
@@ -33,6 +33,7 @@ __all__ = [
     "load",
     "ModelFileError",
     "splines",
+    "native",
     "prune",
     "prune_node",
     "prune_edge",

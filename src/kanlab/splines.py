@@ -21,6 +21,8 @@ from typing import Sequence
 
 import torch
 
+from . import native
+
 __all__ = [
     "uniform_knots",
     "knots_between",
@@ -276,8 +278,8 @@ class KnotPlan:
     uniform: bool
     start: torch.Tensor  # (in,) first knot
     step: torch.Tensor  # (in,) spacing (uniform knots only)
-    value_table: torch.Tensor | None  # general knots only: see _interval_polynomials
-    derivative_table: torch.Tensor | None
+    value_table: torch.Tensor  # per-interval power forms, see _interval_polynomials (the general
+    derivative_table: torch.Tensor  # path and the compiled kernel read them, for any knots)
     basis_index: torch.Tensor  # (n_knots + 1, k + 1) clamped basis index per interval row
     basis_exists: torch.Tensor  # (n_knots + 1, k + 1) 0/1: that basis exists
     cardinal: torch.Tensor  # (k + 1 powers, k + 1 local bases): the bases as polynomials in f (uniform knots)
@@ -303,7 +305,7 @@ def plan_knots(knots: torch.Tensor, k: int, uniform: bool | None = None) -> Knot
     index = span - k + torch.arange(k + 1, device=knots.device)
     real = (span >= 0) & (span <= n_knots - 2)
     exists = ((index >= 0) & (index < n_knots - k - 1) & real).to(knots.dtype)
-    tables = (None, None) if uniform else _interval_polynomials(knots, k)
+    tables = _interval_polynomials(knots, k)
     cardinal, cardinal_derivative = _cardinal_polynomials(k)
     return KnotPlan(
         knots=knots,
@@ -490,11 +492,16 @@ class _BasisFeatures(torch.autograd.Function):
     to that column first and are overwritten; without ``base`` it is dropped). The backward
     gathers the incoming gradient at the same columns and recomputes the local derivatives
     from ``x`` with differentiable operations, so ``create_graph=True`` gives exact second
-    derivatives.
+    derivatives. With ``kanlab.native`` loaded, CPU tensors take its compiled kernel for the
+    forward and for backward passes that build no graph (same tables, same arithmetic).
     """
 
     @staticmethod
     def forward(ctx, x, base, plan):
+        ctx.save_for_backward(x)
+        ctx.plan, ctx.width = plan, plan.n_basis + (base is not None)
+        if native.usable(x, plan.k):
+            return native.basis_features(x, base, plan.knots, plan.value_table, plan.k)
         values, position = _local_values(x, plan)
         n_basis = plan.n_basis
         index = plan.scatter_index.index_select(0, position.reshape(-1)).reshape(values.shape)
@@ -504,8 +511,6 @@ class _BasisFeatures(torch.autograd.Function):
             features[..., n_basis] = base
         else:  # drop the spare column; (x - x) carries a NaN input through, as the bases would
             features = features[..., :n_basis] + (x - x).unsqueeze(-1)
-        ctx.save_for_backward(x)
-        ctx.plan, ctx.width = plan, n_basis + (base is not None)
         return features.reshape(x.shape[0], -1)
 
     @staticmethod
@@ -514,7 +519,11 @@ class _BasisFeatures(torch.autograd.Function):
         plan = ctx.plan
         grad = grad.reshape(x.shape[0], x.shape[1], ctx.width)
         grad_x = grad_base = None
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0] and not torch.is_grad_enabled() and native.usable(x, plan.k):
+            # a first-order backward (no graph being built) may take the compiled kernel
+            grad_x = native.basis_features_backward(grad.reshape(x.shape[0], -1), x, plan.knots,
+                                                    plan.derivative_table, plan.k, ctx.width)
+        elif ctx.needs_input_grad[0]:
             derivative, index = _local_derivative(x, plan)
             grad_x = (grad[..., : plan.n_basis].gather(2, index) * derivative).sum(-1)
         if ctx.needs_input_grad[1]:

@@ -1,0 +1,189 @@
+// kanlab's compiled basis features: the B-spline layer's (batch, in * width) feature matrix
+// and its first-order input gradient, one pass over (sample, input) entries.
+//
+// The same arithmetic as the general-knots branch of the pure-torch path in splines.py (evenly
+// spaced knots take it too, rather than the torch path's closed form): the interval row comes from
+// counting knots <= x (torch.searchsorted(..., right=True)), the k + 1 local bases are
+// Horner's rule on that interval's power-form table (splines._interval_polynomials, in
+// u = x - t_s), clamped at 0, and bases that do not exist or inputs outside the knots give 0.
+// Column i * width + m holds basis m of input i; with a residual, column i * width + n_basis
+// holds base[b, i]. Second derivatives never come here: the Python side switches to its
+// differentiable torch path when a backward pass builds a graph.
+#include <torch/library.h>
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+namespace {
+
+// Knots of row t (ascending) at or below x; NaN counts as below every knot (0). Short rows
+// are counted without branches (no mispredictions), long ones by bisection.
+template <typename T>
+inline int64_t count_at_or_below(const T* t, int64_t n_knots, T x) {
+  if (!(x >= t[0])) return 0;
+  if (n_knots <= 40) {
+    int64_t count = 0;
+    for (int64_t j = 0; j < n_knots; ++j) count += t[j] <= x;
+    return count;
+  }
+  int64_t lo = 0, hi = n_knots;  // t[lo] <= x; every knot from hi on is > x
+  while (hi - lo > 1) {
+    const int64_t mid = (lo + hi) >> 1;
+    if (t[mid] <= x) lo = mid; else hi = mid;
+  }
+  return hi;
+}
+
+// values[r] = sum_p table[1 + p * width + r] * u^p for r < width, p <= degree (Horner).
+// Inlined where degree and width are compile-time constants, the loops unroll.
+template <typename T>
+inline void horner(const T* row, int64_t degree, int64_t width, T u, T* values) {
+  for (int64_t r = 0; r < width; ++r) values[r] = row[1 + degree * width + r];
+  for (int64_t p = degree - 1; p >= 0; --p)
+    for (int64_t r = 0; r < width; ++r) values[r] = values[r] * u + row[1 + p * width + r];
+}
+
+// The interval s (t_s <= x < t_{s+1}) of x among input i's knots t, with that interval's table
+// row evaluated at x into values; -1 (values untouched) for x outside [t_0, t_last) or NaN.
+template <typename T>
+inline int64_t local_values(const T* t, int64_t n_knots, const T* table, int64_t columns, int64_t i, T x,
+                            int64_t degree, int64_t width, T* values) {
+  const int64_t position = count_at_or_below(t, n_knots, x);
+  if (position < 1 || position > n_knots - 1) return -1;
+  const int64_t span = position - 1;
+  const T* row = table + (i * (n_knots - 1) + span) * columns;
+  horner(row, degree, width, x - row[0], values);
+  return span;
+}
+
+// Calls body(std::integral_constant<int, K>) with K = k for the common degrees 1..5, and K = 0
+// (read k at run time) otherwise.
+template <typename Body>
+inline void with_degree(int64_t k, Body body) {
+  switch (k) {
+    case 1: body(std::integral_constant<int, 1>()); break;
+    case 2: body(std::integral_constant<int, 2>()); break;
+    case 3: body(std::integral_constant<int, 3>()); break;
+    case 4: body(std::integral_constant<int, 4>()); break;
+    case 5: body(std::integral_constant<int, 5>()); break;
+    default: body(std::integral_constant<int, 0>());
+  }
+}
+
+// body(b, i, degree) for every (sample, input) entry, samples spread over torch's threads;
+// degree as in with_degree (a compile-time constant for k = 1..5, else 0: read k).
+template <typename Body>
+inline void for_each_entry(int64_t batch, int64_t n_in, int64_t k, Body body) {
+  with_degree(k, [&](auto degree) {
+    at::parallel_for(0, batch, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b)
+        for (int64_t i = 0; i < n_in; ++i) body(b, i, degree);
+    });
+  });
+}
+
+void check(const at::Tensor& x, const at::Tensor& knots, const at::Tensor& table, int64_t k) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "x must be a contiguous (batch, in) tensor");
+  TORCH_CHECK(knots.dim() == 2 && knots.size(0) == x.size(1) && knots.is_contiguous(),
+              "knots must be a contiguous (in, n_knots) tensor");
+  TORCH_CHECK(k >= 1 && k <= 16, "k must lie in [1, 16]");
+  TORCH_CHECK(table.dim() == 2 && table.size(0) == knots.size(0) * (knots.size(1) - 1) && table.is_contiguous(),
+              "table must be contiguous with one row per interval");
+  TORCH_CHECK(table.size(1) >= 1 + k * (k + 1), "table must hold t_s and the local polynomials' coefficients");
+  TORCH_CHECK(x.scalar_type() == knots.scalar_type() && x.scalar_type() == table.scalar_type(),
+              "x, knots and table must share a dtype");
+  TORCH_CHECK(x.device().is_cpu(), "the compiled basis features run on the CPU");
+}
+
+constexpr int64_t kMaxWidth = 17;
+
+}  // namespace
+
+// (batch, in * width) features, width = n_basis + 1 with a residual (base given) and n_basis
+// without. Without a residual, a NaN input makes its whole block NaN (as the torch path).
+at::Tensor basis_features(const at::Tensor& x, const std::optional<at::Tensor>& base, const at::Tensor& knots,
+                          const at::Tensor& table, int64_t k) {
+  check(x, knots, table, k);
+  const bool with_base = base.has_value();
+  if (with_base) TORCH_CHECK(base->sizes() == x.sizes() && base->is_contiguous(), "base must be like x");
+  const int64_t batch = x.size(0), n_in = x.size(1), n_knots = knots.size(1);
+  const int64_t n_basis = n_knots - k - 1, width = n_basis + (with_base ? 1 : 0);
+  at::Tensor features = at::empty({batch, n_in * width}, x.options());  // every entry is written below
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "basis_features", [&] {
+    using T = scalar_t;
+    const T *X = x.const_data_ptr<T>(), *K = knots.const_data_ptr<T>(), *rows = table.const_data_ptr<T>();
+    const T* R = with_base ? base->const_data_ptr<T>() : nullptr;
+    T* out = features.data_ptr<T>();
+    const int64_t columns = table.size(1);
+    for_each_entry(batch, n_in, k, [&](int64_t b, int64_t i, auto degree) {
+      const int64_t kk = decltype(degree)::value > 0 ? decltype(degree)::value : k;
+      T values[kMaxWidth];
+      T* block = out + (b * n_in + i) * width;
+      const T xv = X[b * n_in + i];
+      for (int64_t m = 0; m < n_basis; ++m) block[m] = T(0);
+      if (with_base) {
+        block[n_basis] = R[b * n_in + i];
+      } else if (std::isnan(xv)) {
+        for (int64_t m = 0; m < width; ++m) block[m] = std::numeric_limits<T>::quiet_NaN();
+        return;
+      }
+      const int64_t span = local_values(K + i * n_knots, n_knots, rows, columns, i, xv, kk, kk + 1, values);
+      for (int64_t r = 0; span >= 0 && r <= kk; ++r) {
+        const int64_t m = span - kk + r;
+        if (m >= 0 && m < n_basis) block[m] = values[r] > T(0) ? values[r] : T(0);
+      }
+    });
+  });
+  return features;
+}
+
+// d(loss)/dx (batch, in) from d(loss)/d(features) (batch, in * width), with derivative_table
+// the per-interval d/du table (degree k - 1).
+at::Tensor basis_features_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& knots,
+                                   const at::Tensor& derivative_table, int64_t k, int64_t width) {
+  check(x, knots, derivative_table, k);
+  TORCH_CHECK(grad.dim() == 2 && grad.size(0) == x.size(0) && grad.size(1) == x.size(1) * width,
+              "grad must be (batch, in * width)");
+  const at::Tensor g = grad.contiguous();
+  const int64_t batch = x.size(0), n_in = x.size(1), n_knots = knots.size(1), n_basis = n_knots - k - 1;
+  at::Tensor grad_x = at::zeros_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "basis_features_backward", [&] {
+    using T = scalar_t;
+    const T *X = x.const_data_ptr<T>(), *K = knots.const_data_ptr<T>(), *G = g.const_data_ptr<T>();
+    const T* rows = derivative_table.const_data_ptr<T>();
+    T* out = grad_x.data_ptr<T>();
+    const int64_t columns = derivative_table.size(1);
+    for_each_entry(batch, n_in, k, [&](int64_t b, int64_t i, auto degree) {
+      const int64_t kk = decltype(degree)::value > 0 ? decltype(degree)::value : k;
+      T values[kMaxWidth];
+      const T xv = X[b * n_in + i];
+      if (std::isnan(xv)) {  // a NaN input's gradient is NaN
+        out[b * n_in + i] = xv;
+        return;
+      }
+      const int64_t span = local_values(K + i * n_knots, n_knots, rows, columns, i, xv, kk - 1, kk + 1, values);
+      const T* gb = G + (b * n_in + i) * width;
+      T sum = T(0);
+      for (int64_t r = 0; span >= 0 && r <= kk; ++r) {
+        const int64_t m = span - kk + r;
+        if (m >= 0 && m < n_basis) sum += gb[m] * values[r];
+      }
+      out[b * n_in + i] = sum;
+    });
+  });
+  return grad_x;
+}
+
+TORCH_LIBRARY(kanlab_native, m) {
+  m.def("basis_features(Tensor x, Tensor? base, Tensor knots, Tensor table, int k) -> Tensor");
+  m.def("basis_features_backward(Tensor grad, Tensor x, Tensor knots, Tensor derivative_table, int k, int width) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(kanlab_native, CPU, m) {
+  m.impl("basis_features", &basis_features);
+  m.impl("basis_features_backward", &basis_features_backward);
+}

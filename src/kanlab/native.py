@@ -1,0 +1,138 @@
+"""The compiled CPU kernel for a layer's basis features (``csrc/basis.cpp``), opt-in.
+
+Small KANs spend most of a training step in the dozen small torch operations that build the
+basis features; the kernel does the same arithmetic (interval search, Horner's rule on the
+same per-interval tables, clamping, scattering) in one pass, forward and first-order
+backward. ``load()`` compiles it from the package's source with torch's C++ extension tools
+(g++ and ninja; about 20-40 s the first time, cached in ``build_directory`` or torch's
+extension folder after that) and registers it; from then on, CPU layers use it wherever it
+is exact to use:
+
+- a backward pass that builds a graph (``create_graph=True``, second derivatives for PINNs)
+  switches to the differentiable torch path by itself;
+- ``torch.compile``, ``torch.export`` / ONNX tracing and other devices use the torch path.
+
+``disabled()`` (or ``use(False)``) turns it off for a block, so benchmarks compare both in one
+process. The switch is process-wide, as torch's own backend flags are, because the compiled
+operators are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+__all__ = ["load", "is_loaded", "use", "disabled", "usable"]
+
+logger = logging.getLogger(__name__)
+
+_SOURCE = Path(__file__).parent / "csrc" / "basis.cpp"
+_OPERATORS = "kanlab_native"
+_switch = {"loaded": False, "enabled": True}
+
+
+def load(build_directory: str | os.PathLike | None = None, verbose: bool = False) -> bool:
+    """Compile (once) and register the kernel; True when it is ready, False (with a logged
+    warning saying why) when this machine cannot build it. ``build_directory`` defaults to
+    torch's extension folder (``TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``)."""
+    if _switch["loaded"]:
+        return True
+    from torch.utils import cpp_extension
+
+    options = {}
+    if build_directory is not None:
+        Path(build_directory).mkdir(parents=True, exist_ok=True)
+        options["build_directory"] = str(build_directory)
+    try:
+        with _ninja_on_path():
+            cpp_extension.load(
+                name=_OPERATORS,
+                sources=[str(_SOURCE)],
+                extra_cflags=["-O3", "-fopenmp"],
+                extra_ldflags=["-fopenmp"],
+                is_python_module=False,
+                verbose=verbose,
+                **options,
+            )
+    except (RuntimeError, OSError, ImportError, ValueError) as error:
+        message = str(error)
+        logger.warning("kanlab's compiled kernel could not be built; the torch path stays in use. %s",
+                       message if len(message) < 2000 else "..." + message[-2000:])
+        return False
+    _switch["loaded"] = True
+    return True
+
+
+@contextlib.contextmanager
+def _ninja_on_path():
+    """torch builds with the ``ninja`` program it finds on PATH; the ``ninja`` package from
+    the package index (our ``native`` extra) puts one beside the interpreter, which is not on
+    PATH when a virtual environment's python runs without being activated."""
+    folders = [str(Path(sys.executable).parent)]
+    try:
+        import ninja
+
+        folders.insert(0, ninja.BIN_DIR)
+    except (ImportError, AttributeError):
+        pass
+    previous = os.environ.get("PATH")
+    os.environ["PATH"] = os.pathsep.join([*folders, previous or ""])
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = previous
+
+
+def is_loaded() -> bool:
+    """Whether ``load()`` has registered the kernel in this process."""
+    return _switch["loaded"]
+
+
+@contextlib.contextmanager
+def use(enabled: bool):
+    """Inside this block, use the kernel (if loaded) or not; the previous choice returns after."""
+    previous = _switch["enabled"]
+    _switch["enabled"] = bool(enabled)
+    try:
+        yield
+    finally:
+        _switch["enabled"] = previous
+
+
+def disabled():
+    """Use the pure-torch path inside this block even when the kernel is loaded."""
+    return use(False)
+
+
+def usable(x: torch.Tensor, k: int) -> bool:
+    """Whether the kernel may compute the features of ``x`` (loaded, enabled, a CPU float
+    tensor, eager mode, degree within the kernel's limit)."""
+    if not (_switch["loaded"] and _switch["enabled"]):
+        return False
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or k > 16:
+        return False
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return False
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return not (is_exporting is not None and is_exporting())
+
+
+def basis_features(x: torch.Tensor, base: torch.Tensor | None, knots: torch.Tensor, table: torch.Tensor, k: int):
+    """``(N, in * width)`` features, as ``splines.basis_features`` builds them."""
+    return torch.ops.kanlab_native.basis_features(
+        x.contiguous(), None if base is None else base.contiguous(), knots.contiguous(), table, k
+    )
+
+
+def basis_features_backward(grad, x, knots, derivative_table, k: int, width: int) -> torch.Tensor:
+    """First-order ``d/dx`` ``(N, in)`` of the features, given their gradient ``(N, in * width)``."""
+    return torch.ops.kanlab_native.basis_features_backward(grad, x.contiguous(), knots.contiguous(),
+                                                           derivative_table, k, width)

@@ -1,0 +1,144 @@
+"""The compiled basis-feature kernel (``kanlab.native``) against the pure-torch path it replaces."""
+
+import math
+
+import pytest
+import torch
+
+from conftest import random_knots
+from kanlab import KAN, native, splines
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compiled(tmp_path_factory):
+    """Build the kernel from the package's source (g++ and ninja are on every machine we
+    support) and use it for this module's tests only."""
+    assert native.load(build_directory=tmp_path_factory.mktemp("native")), "the compiled kernel did not build"
+    with native.use(True):
+        yield
+
+
+def _knots(kind: str, n_inputs: int, grid: int, k: int, dtype, generator) -> torch.Tensor:
+    if kind == "uniform":
+        return splines.uniform_knots(n_inputs, grid, k, (-1.0, 1.0), dtype=dtype)
+    if kind == "random":
+        return random_knots(n_inputs, grid + 2 * k + 1, generator).to(dtype)
+    samples = torch.randn(300, n_inputs, generator=generator, dtype=torch.float64) ** 3  # adapted to samples
+    return splines.knots_from_samples(samples, grid, k, 0.02).to(dtype)
+
+
+def _features_and_input_gradient(x, base, plan, grad):
+    x = x.clone().requires_grad_(True)
+    base = None if base is None else base.clone().requires_grad_(True)
+    features = splines.basis_features(x, plan, base=base)
+    inputs = (x,) if base is None else (x, base)
+    return features, torch.autograd.grad(features, inputs, grad)
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("kind", ["uniform", "random", "adapted"])
+@pytest.mark.parametrize("with_base", [True, False])
+def test_features_and_gradients_equal_the_torch_path(dtype, k, kind, with_base):
+    generator = torch.Generator().manual_seed(k)
+    knots = _knots(kind, 4, 6, k, dtype, generator)
+    plan = splines.plan_knots(knots, k)
+    low, high = knots[:, 0], knots[:, -1]
+    x = (low + (high - low) * (torch.rand(257, 4, generator=generator, dtype=torch.float64).to(dtype) * 1.4 - 0.2))
+    x[0] = knots[:, 0]  # exactly on the first knot, an inner knot and the last knot
+    x[1] = knots[:, k + 2]
+    x[2] = knots[:, -1]
+    base = torch.sin(x) if with_base else None
+    width = plan.n_basis + with_base
+    grad = torch.randn(x.shape[0], 4 * width, generator=generator, dtype=torch.float64).to(dtype)
+    fast, fast_grads = _features_and_input_gradient(x, base, plan, grad)
+    # the reference: the torch path in float64 on the same (rounded) knots and inputs; in
+    # float32 the torch path itself is about 1e-6 from it, the kernel no further
+    as64 = {"dtype": torch.float64}
+    with native.disabled():
+        plain, plain_grads = _features_and_input_gradient(
+            x.to(**as64), None if base is None else base.to(**as64), splines.plan_knots(knots.to(**as64), k),
+            grad.to(**as64))
+    tolerance = 2e-6 if dtype == torch.float32 else 1e-12
+    assert _relative(fast.to(**as64), plain) < tolerance
+    for ours, theirs in zip(fast_grads, plain_grads):
+        assert _relative(ours.to(**as64), theirs) < tolerance
+
+
+def test_first_order_gradients_pass_gradcheck():
+    generator = torch.Generator().manual_seed(0)
+    knots = random_knots(3, 6 + 2 * 3 + 1, generator)
+    plan = splines.plan_knots(knots, 3)
+    low, high = splines.knot_span(knots, 3)
+    x = (low + (high - low) * torch.rand(20, 3, generator=generator, dtype=torch.float64)).requires_grad_(True)
+    base = torch.randn(20, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, b: splines.basis_features(x, plan, base=b), (x, base))
+
+
+def test_nan_inputs_stay_nan_and_far_inputs_give_zero_bases():
+    plan = splines.plan_knots(splines.uniform_knots(2, 5, 3, (-1.0, 1.0), dtype=torch.float64), 3)
+    x = torch.tensor([[math.nan, 0.3], [50.0, -50.0]], dtype=torch.float64, requires_grad=True)
+    features = splines.basis_features(x, plan).view(2, 2, plan.n_basis)
+    assert torch.isnan(features[0, 0]).all() and not torch.isnan(features[0, 1]).any()
+    assert (features[1] == 0).all()
+    (grad,) = torch.autograd.grad(features.nan_to_num().sum(), x)
+    assert math.isnan(grad[0, 0]) and (grad[1] == 0).all()
+    with_base = splines.basis_features(x, plan, base=torch.ones_like(x)).view(2, 2, plan.n_basis + 1)
+    assert (with_base[0, 0, :-1] == 0).all() and with_base[0, 0, -1] == 1  # the residual column carries on
+
+
+def test_second_derivatives_switch_to_the_differentiable_path():
+    """create_graph=True must give exact second derivatives with the kernel loaded."""
+    model = KAN([2, 3, 1], grid=5, seed=0, dtype=torch.float64)
+    x = torch.rand(64, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 1.6 - 0.8
+    model.update_grid(x)  # adapted (non-uniform) knots
+
+    def second_derivative(points):
+        points = points.clone().requires_grad_(True)
+        (first,) = torch.autograd.grad(model(points).sum(), points, create_graph=True)
+        (second,) = torch.autograd.grad(first[:, 0].sum(), points)
+        return first.detach(), second[:, 0]
+
+    first, second = second_derivative(x)
+    with native.disabled():
+        plain_first, plain_second = second_derivative(x)
+    torch.testing.assert_close(first, plain_first, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(second, plain_second, rtol=1e-10, atol=1e-10)
+    h = 1e-6  # central differences of the first derivative
+    step = torch.tensor([h, 0.0], dtype=torch.float64)
+    difference = (second_derivative(x + step)[0][:, 0] - second_derivative(x - step)[0][:, 0]) / (2 * h)
+    torch.testing.assert_close(second, difference, rtol=1e-5, atol=1e-5)
+
+
+def test_training_follows_the_same_path_with_and_without_the_kernel():
+    generator = torch.Generator().manual_seed(2)
+    x = torch.rand(200, 2, generator=generator, dtype=torch.float64) * 2 - 1
+    data = {"train_input": x, "train_label": torch.sin(3 * x[:, :1]) * x[:, 1:]}
+    losses = []
+    for use_kernel in (True, False):
+        with native.use(use_kernel):
+            model = KAN([2, 3, 1], grid=5, seed=0, dtype=torch.float64)
+            losses.append(model.fit(data, steps=4, log=1, progress=False)["train_loss"])
+    # rounding-level differences, which LBFGS line searches amplify a little over the steps
+    torch.testing.assert_close(torch.tensor(losses[0], dtype=torch.float64), torch.tensor(losses[1], dtype=torch.float64),
+                               rtol=1e-5, atol=0)
+
+
+def test_torch_compile_traces_the_torch_path():
+    model = KAN([2, 3, 1], grid=5, seed=0)
+    x = torch.rand(16, 2) * 2 - 1
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), model(x))
+
+
+def test_the_kernel_is_used_only_where_it_is_exact_to_use():
+    x = torch.zeros(2, 2)
+    assert native.usable(x, 3)
+    assert not native.usable(x, 17)  # beyond the kernel's table width
+    assert not native.usable(x.to(torch.float16), 3)
+    with native.disabled():
+        assert not native.usable(x, 3)
