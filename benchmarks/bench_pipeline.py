@@ -79,6 +79,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="data and initialisation seeds, comma separated")
     parser.add_argument("--no-compiled", action="store_true", help="kanlab without its compiled kernel")
     args = parser.parse_args()
+    if args.pykan_python:  # pykan runs in a scratch folder: a relative path must not depend on it
+        args.pykan_python = str(pathlib.Path(args.pykan_python).absolute())
     compiled = not args.no_compiled and kanlab.native.load()
     warm_up(compiled)
     width = [int(v) for v in args.width.split(",")]
