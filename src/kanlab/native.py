@@ -125,14 +125,22 @@ def usable(x: torch.Tensor, k: int) -> bool:
     return not (is_exporting is not None and is_exporting())
 
 
-def basis_features(x: torch.Tensor, base: torch.Tensor | None, knots: torch.Tensor, table: torch.Tensor, k: int):
-    """``(N, in * width)`` features, as ``splines.basis_features`` builds them."""
+def _closed_form(plan, matrix: torch.Tensor) -> tuple:
+    """Evenly spaced knots go to the kernel's closed form (as in the torch path), others to the tables."""
+    return (matrix, plan.start, plan.step.contiguous()) if plan.uniform else (None, None, None)
+
+
+def basis_features(x: torch.Tensor, base: torch.Tensor | None, plan) -> torch.Tensor:
+    """``(N, in * width)`` features, as ``splines.basis_features`` builds them from the ``KnotPlan``."""
     return torch.ops.kanlab_native.basis_features(
-        x.contiguous(), None if base is None else base.contiguous(), knots.contiguous(), table, k
+        x.contiguous(), None if base is None else base.contiguous(), plan.knots.contiguous(), plan.value_table,
+        plan.k, *_closed_form(plan, plan.cardinal),
     )
 
 
-def basis_features_backward(grad, x, knots, derivative_table, k: int, width: int) -> torch.Tensor:
+def basis_features_backward(grad: torch.Tensor, x: torch.Tensor, plan, width: int) -> torch.Tensor:
     """First-order ``d/dx`` ``(N, in)`` of the features, given their gradient ``(N, in * width)``."""
-    return torch.ops.kanlab_native.basis_features_backward(grad, x.contiguous(), knots.contiguous(),
-                                                           derivative_table, k, width)
+    return torch.ops.kanlab_native.basis_features_backward(
+        grad, x.contiguous(), plan.knots.contiguous(), plan.derivative_table, plan.k, width,
+        *_closed_form(plan, plan.cardinal_derivative),
+    )

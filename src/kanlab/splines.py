@@ -501,7 +501,7 @@ class _BasisFeatures(torch.autograd.Function):
         ctx.save_for_backward(x)
         ctx.plan, ctx.width = plan, plan.n_basis + (base is not None)
         if native.usable(x, plan.k):
-            return native.basis_features(x, base, plan.knots, plan.value_table, plan.k)
+            return native.basis_features(x, base, plan)
         values, position = _local_values(x, plan)
         n_basis = plan.n_basis
         index = plan.scatter_index.index_select(0, position.reshape(-1)).reshape(values.shape)
@@ -521,8 +521,7 @@ class _BasisFeatures(torch.autograd.Function):
         grad_x = grad_base = None
         if ctx.needs_input_grad[0] and not torch.is_grad_enabled() and native.usable(x, plan.k):
             # a first-order backward (no graph being built) may take the compiled kernel
-            grad_x = native.basis_features_backward(grad.reshape(x.shape[0], -1), x, plan.knots,
-                                                    plan.derivative_table, plan.k, ctx.width)
+            grad_x = native.basis_features_backward(grad.reshape(x.shape[0], -1), x, plan, ctx.width)
         elif ctx.needs_input_grad[0]:
             derivative, index = _local_derivative(x, plan)
             grad_x = (grad[..., : plan.n_basis].gather(2, index) * derivative).sum(-1)

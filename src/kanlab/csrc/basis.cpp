@@ -60,6 +60,43 @@ inline int64_t local_values(const T* t, int64_t n_knots, const T* table, int64_t
   return span;
 }
 
+// Where x falls among one layer's knots, and its local polynomial values: from the
+// per-interval tables (any knots), or, given `cardinal`, in closed form for evenly spaced
+// knots, as the torch path does: f = (x - t_0) / h - floor(.) and the same polynomials in f
+// for every interval ((degree + 1, width) coefficients, row-major); with per_step (derivatives
+// in x) divided by h.
+template <typename T>
+struct Intervals {
+  const T* knots;
+  int64_t n_knots;
+  const T* table;
+  int64_t columns;
+  const T* cardinal;  // nullptr: general knots
+  const T* start;
+  const T* step;
+
+  // The interval s of entry (., i) at x, values[r] for r < width; -1 outside or NaN.
+  inline int64_t operator()(int64_t i, T x, int64_t degree, int64_t width, bool per_step, T* values) const {
+    if (cardinal == nullptr) return local_values(knots + i * n_knots, n_knots, table, columns, i, x, degree, width, values);
+    const T scaled = (x - start[i]) / step[i];
+    const T lower = std::floor(scaled);
+    if (!(lower >= T(0) && lower <= T(n_knots - 2))) return -1;
+    T f = scaled - lower;
+    f = f < T(0) ? T(0) : (f > T(1) ? T(1) : f);
+    T power = T(1);
+    for (int64_t r = 0; r < width; ++r) values[r] = cardinal[r];
+    for (int64_t p = 1; p <= degree; ++p) {
+      power = power * f;
+      for (int64_t r = 0; r < width; ++r) values[r] += power * cardinal[p * width + r];
+    }
+    if (per_step) {
+      const T inverse = T(1) / step[i];
+      for (int64_t r = 0; r < width; ++r) values[r] = values[r] * inverse;
+    }
+    return static_cast<int64_t>(lower);
+  }
+};
+
 // Calls body(std::integral_constant<int, K>) with K = k for the common degrees 1..5, and K = 0
 // (read k at run time) otherwise.
 template <typename Body>
@@ -99,6 +136,25 @@ void check(const at::Tensor& x, const at::Tensor& knots, const at::Tensor& table
   TORCH_CHECK(x.device().is_cpu(), "the compiled basis features run on the CPU");
 }
 
+// The evenly spaced knots' closed form, when given: start and step (in,), cardinal (powers, k + 1).
+template <typename T>
+Intervals<T> intervals(const at::Tensor& knots, const at::Tensor& table, const std::optional<at::Tensor>& cardinal,
+                       const std::optional<at::Tensor>& start, const std::optional<at::Tensor>& step, int64_t k) {
+  const bool uniform = cardinal.has_value();
+  if (uniform) {
+    TORCH_CHECK(start.has_value() && step.has_value(), "evenly spaced knots need start and step");
+    for (const at::Tensor* t : {&*cardinal, &*start, &*step})
+      TORCH_CHECK(t->is_contiguous() && t->scalar_type() == knots.scalar_type(), "start, step and cardinal must be "
+                  "contiguous and of the knots' dtype");
+    TORCH_CHECK(start->numel() == knots.size(0) && step->numel() == knots.size(0), "start and step must be (in,)");
+    TORCH_CHECK(cardinal->dim() == 2 && cardinal->size(1) == k + 1 && cardinal->size(0) <= k + 1,
+                "cardinal must be (powers, k + 1)");
+  }
+  return Intervals<T>{knots.const_data_ptr<T>(), knots.size(1), table.const_data_ptr<T>(), table.size(1),
+                      uniform ? cardinal->const_data_ptr<T>() : nullptr, uniform ? start->const_data_ptr<T>() : nullptr,
+                      uniform ? step->const_data_ptr<T>() : nullptr};
+}
+
 constexpr int64_t kMaxWidth = 17;
 
 }  // namespace
@@ -106,7 +162,8 @@ constexpr int64_t kMaxWidth = 17;
 // (batch, in * width) features, width = n_basis + 1 with a residual (base given) and n_basis
 // without. Without a residual, a NaN input makes its whole block NaN (as the torch path).
 at::Tensor basis_features(const at::Tensor& x, const std::optional<at::Tensor>& base, const at::Tensor& knots,
-                          const at::Tensor& table, int64_t k) {
+                          const at::Tensor& table, int64_t k, const std::optional<at::Tensor>& cardinal,
+                          const std::optional<at::Tensor>& start, const std::optional<at::Tensor>& step) {
   check(x, knots, table, k);
   const bool with_base = base.has_value();
   if (with_base) TORCH_CHECK(base->sizes() == x.sizes() && base->is_contiguous(), "base must be like x");
@@ -115,10 +172,10 @@ at::Tensor basis_features(const at::Tensor& x, const std::optional<at::Tensor>& 
   at::Tensor features = at::empty({batch, n_in * width}, x.options());  // every entry is written below
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "basis_features", [&] {
     using T = scalar_t;
-    const T *X = x.const_data_ptr<T>(), *K = knots.const_data_ptr<T>(), *rows = table.const_data_ptr<T>();
+    const T* X = x.const_data_ptr<T>();
     const T* R = with_base ? base->const_data_ptr<T>() : nullptr;
     T* out = features.data_ptr<T>();
-    const int64_t columns = table.size(1);
+    const Intervals<T> locate = intervals<T>(knots, table, cardinal, start, step, k);
     for_each_entry(batch, n_in, k, [&](int64_t b, int64_t i, auto degree) {
       const int64_t kk = decltype(degree)::value > 0 ? decltype(degree)::value : k;
       T values[kMaxWidth];
@@ -131,7 +188,7 @@ at::Tensor basis_features(const at::Tensor& x, const std::optional<at::Tensor>& 
         for (int64_t m = 0; m < width; ++m) block[m] = std::numeric_limits<T>::quiet_NaN();
         return;
       }
-      const int64_t span = local_values(K + i * n_knots, n_knots, rows, columns, i, xv, kk, kk + 1, values);
+      const int64_t span = locate(i, xv, kk, kk + 1, false, values);
       for (int64_t r = 0; span >= 0 && r <= kk; ++r) {
         const int64_t m = span - kk + r;
         if (m >= 0 && m < n_basis) block[m] = values[r] > T(0) ? values[r] : T(0);
@@ -144,7 +201,9 @@ at::Tensor basis_features(const at::Tensor& x, const std::optional<at::Tensor>& 
 // d(loss)/dx (batch, in) from d(loss)/d(features) (batch, in * width), with derivative_table
 // the per-interval d/du table (degree k - 1).
 at::Tensor basis_features_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& knots,
-                                   const at::Tensor& derivative_table, int64_t k, int64_t width) {
+                                   const at::Tensor& derivative_table, int64_t k, int64_t width,
+                                   const std::optional<at::Tensor>& cardinal_derivative,
+                                   const std::optional<at::Tensor>& start, const std::optional<at::Tensor>& step) {
   check(x, knots, derivative_table, k);
   TORCH_CHECK(grad.dim() == 2 && grad.size(0) == x.size(0) && grad.size(1) == x.size(1) * width,
               "grad must be (batch, in * width)");
@@ -153,10 +212,9 @@ at::Tensor basis_features_backward(const at::Tensor& grad, const at::Tensor& x, 
   at::Tensor grad_x = at::zeros_like(x);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "basis_features_backward", [&] {
     using T = scalar_t;
-    const T *X = x.const_data_ptr<T>(), *K = knots.const_data_ptr<T>(), *G = g.const_data_ptr<T>();
-    const T* rows = derivative_table.const_data_ptr<T>();
+    const T *X = x.const_data_ptr<T>(), *G = g.const_data_ptr<T>();
     T* out = grad_x.data_ptr<T>();
-    const int64_t columns = derivative_table.size(1);
+    const Intervals<T> locate = intervals<T>(knots, derivative_table, cardinal_derivative, start, step, k);
     for_each_entry(batch, n_in, k, [&](int64_t b, int64_t i, auto degree) {
       const int64_t kk = decltype(degree)::value > 0 ? decltype(degree)::value : k;
       T values[kMaxWidth];
@@ -165,7 +223,7 @@ at::Tensor basis_features_backward(const at::Tensor& grad, const at::Tensor& x, 
         out[b * n_in + i] = xv;
         return;
       }
-      const int64_t span = local_values(K + i * n_knots, n_knots, rows, columns, i, xv, kk - 1, kk + 1, values);
+      const int64_t span = locate(i, xv, kk - 1, kk + 1, true, values);
       const T* gb = G + (b * n_in + i) * width;
       T sum = T(0);
       for (int64_t r = 0; span >= 0 && r <= kk; ++r) {
@@ -179,8 +237,10 @@ at::Tensor basis_features_backward(const at::Tensor& grad, const at::Tensor& x, 
 }
 
 TORCH_LIBRARY(kanlab_native, m) {
-  m.def("basis_features(Tensor x, Tensor? base, Tensor knots, Tensor table, int k) -> Tensor");
-  m.def("basis_features_backward(Tensor grad, Tensor x, Tensor knots, Tensor derivative_table, int k, int width) -> Tensor");
+  m.def("basis_features(Tensor x, Tensor? base, Tensor knots, Tensor table, int k, Tensor? cardinal, Tensor? start, "
+        "Tensor? step) -> Tensor");
+  m.def("basis_features_backward(Tensor grad, Tensor x, Tensor knots, Tensor derivative_table, int k, int width, "
+        "Tensor? cardinal_derivative, Tensor? start, Tensor? step) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(kanlab_native, CPU, m) {
