@@ -278,8 +278,8 @@ class KnotPlan:
     uniform: bool
     start: torch.Tensor  # (in,) first knot
     step: torch.Tensor  # (in,) spacing (uniform knots only)
-    value_table: torch.Tensor  # per-interval power forms, see _interval_polynomials (the general
-    derivative_table: torch.Tensor  # path and the compiled kernel read them, for any knots)
+    value_table: torch.Tensor | None  # general knots only: see _interval_polynomials
+    derivative_table: torch.Tensor | None
     basis_index: torch.Tensor  # (n_knots + 1, k + 1) clamped basis index per interval row
     basis_exists: torch.Tensor  # (n_knots + 1, k + 1) 0/1: that basis exists
     cardinal: torch.Tensor  # (k + 1 powers, k + 1 local bases): the bases as polynomials in f (uniform knots)
@@ -305,7 +305,7 @@ def plan_knots(knots: torch.Tensor, k: int, uniform: bool | None = None) -> Knot
     index = span - k + torch.arange(k + 1, device=knots.device)
     real = (span >= 0) & (span <= n_knots - 2)
     exists = ((index >= 0) & (index < n_knots - k - 1) & real).to(knots.dtype)
-    tables = _interval_polynomials(knots, k)
+    tables = (None, None) if uniform else _interval_polynomials(knots, k)
     cardinal, cardinal_derivative = _cardinal_polynomials(k)
     return KnotPlan(
         knots=knots,

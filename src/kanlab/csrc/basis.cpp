@@ -123,25 +123,22 @@ inline void for_each_entry(int64_t batch, int64_t n_in, int64_t k, Body body) {
   });
 }
 
-void check(const at::Tensor& x, const at::Tensor& knots, const at::Tensor& table, int64_t k) {
+void check(const at::Tensor& x, const at::Tensor& knots, int64_t k) {
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "x must be a contiguous (batch, in) tensor");
   TORCH_CHECK(knots.dim() == 2 && knots.size(0) == x.size(1) && knots.is_contiguous(),
               "knots must be a contiguous (in, n_knots) tensor");
   TORCH_CHECK(k >= 1 && k <= 16, "k must lie in [1, 16]");
-  TORCH_CHECK(table.dim() == 2 && table.size(0) == knots.size(0) * (knots.size(1) - 1) && table.is_contiguous(),
-              "table must be contiguous with one row per interval");
-  TORCH_CHECK(table.size(1) >= 1 + k * (k + 1), "table must hold t_s and the local polynomials' coefficients");
-  TORCH_CHECK(x.scalar_type() == knots.scalar_type() && x.scalar_type() == table.scalar_type(),
-              "x, knots and table must share a dtype");
+  TORCH_CHECK(x.scalar_type() == knots.scalar_type(), "x and knots must share a dtype");
   TORCH_CHECK(x.device().is_cpu(), "the compiled basis features run on the CPU");
 }
 
-// The evenly spaced knots' closed form, when given: start and step (in,), cardinal (powers, k + 1).
+// How to evaluate: evenly spaced knots give cardinal (powers, k + 1) with start and step (in,),
+// any other knots the per-interval table (one row per interval: t_s, then the coefficients).
 template <typename T>
-Intervals<T> intervals(const at::Tensor& knots, const at::Tensor& table, const std::optional<at::Tensor>& cardinal,
-                       const std::optional<at::Tensor>& start, const std::optional<at::Tensor>& step, int64_t k) {
-  const bool uniform = cardinal.has_value();
-  if (uniform) {
+Intervals<T> intervals(const at::Tensor& knots, const std::optional<at::Tensor>& table,
+                       const std::optional<at::Tensor>& cardinal, const std::optional<at::Tensor>& start,
+                       const std::optional<at::Tensor>& step, int64_t k) {
+  if (cardinal.has_value()) {
     TORCH_CHECK(start.has_value() && step.has_value(), "evenly spaced knots need start and step");
     for (const at::Tensor* t : {&*cardinal, &*start, &*step})
       TORCH_CHECK(t->is_contiguous() && t->scalar_type() == knots.scalar_type(), "start, step and cardinal must be "
@@ -149,10 +146,16 @@ Intervals<T> intervals(const at::Tensor& knots, const at::Tensor& table, const s
     TORCH_CHECK(start->numel() == knots.size(0) && step->numel() == knots.size(0), "start and step must be (in,)");
     TORCH_CHECK(cardinal->dim() == 2 && cardinal->size(1) == k + 1 && cardinal->size(0) <= k + 1,
                 "cardinal must be (powers, k + 1)");
+    return Intervals<T>{knots.const_data_ptr<T>(), knots.size(1), nullptr, 0, cardinal->const_data_ptr<T>(),
+                        start->const_data_ptr<T>(), step->const_data_ptr<T>()};
   }
-  return Intervals<T>{knots.const_data_ptr<T>(), knots.size(1), table.const_data_ptr<T>(), table.size(1),
-                      uniform ? cardinal->const_data_ptr<T>() : nullptr, uniform ? start->const_data_ptr<T>() : nullptr,
-                      uniform ? step->const_data_ptr<T>() : nullptr};
+  TORCH_CHECK(table.has_value(), "knots that are not evenly spaced need their per-interval table");
+  TORCH_CHECK(table->dim() == 2 && table->size(0) == knots.size(0) * (knots.size(1) - 1) && table->is_contiguous(),
+              "table must be contiguous with one row per interval");
+  TORCH_CHECK(table->size(1) >= 1 + k * (k + 1), "table must hold t_s and the local polynomials' coefficients");
+  TORCH_CHECK(table->scalar_type() == knots.scalar_type(), "table must be of the knots' dtype");
+  return Intervals<T>{knots.const_data_ptr<T>(), knots.size(1), table->const_data_ptr<T>(), table->size(1),
+                      nullptr, nullptr, nullptr};
 }
 
 constexpr int64_t kMaxWidth = 17;
@@ -162,9 +165,9 @@ constexpr int64_t kMaxWidth = 17;
 // (batch, in * width) features, width = n_basis + 1 with a residual (base given) and n_basis
 // without. Without a residual, a NaN input makes its whole block NaN (as the torch path).
 at::Tensor basis_features(const at::Tensor& x, const std::optional<at::Tensor>& base, const at::Tensor& knots,
-                          const at::Tensor& table, int64_t k, const std::optional<at::Tensor>& cardinal,
+                          const std::optional<at::Tensor>& table, int64_t k, const std::optional<at::Tensor>& cardinal,
                           const std::optional<at::Tensor>& start, const std::optional<at::Tensor>& step) {
-  check(x, knots, table, k);
+  check(x, knots, k);
   const bool with_base = base.has_value();
   if (with_base) TORCH_CHECK(base->sizes() == x.sizes() && base->is_contiguous(), "base must be like x");
   const int64_t batch = x.size(0), n_in = x.size(1), n_knots = knots.size(1);
@@ -201,10 +204,10 @@ at::Tensor basis_features(const at::Tensor& x, const std::optional<at::Tensor>& 
 // d(loss)/dx (batch, in) from d(loss)/d(features) (batch, in * width), with derivative_table
 // the per-interval d/du table (degree k - 1).
 at::Tensor basis_features_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& knots,
-                                   const at::Tensor& derivative_table, int64_t k, int64_t width,
+                                   const std::optional<at::Tensor>& derivative_table, int64_t k, int64_t width,
                                    const std::optional<at::Tensor>& cardinal_derivative,
                                    const std::optional<at::Tensor>& start, const std::optional<at::Tensor>& step) {
-  check(x, knots, derivative_table, k);
+  check(x, knots, k);
   TORCH_CHECK(grad.dim() == 2 && grad.size(0) == x.size(0) && grad.size(1) == x.size(1) * width,
               "grad must be (batch, in * width)");
   const at::Tensor g = grad.contiguous();
@@ -237,9 +240,9 @@ at::Tensor basis_features_backward(const at::Tensor& grad, const at::Tensor& x, 
 }
 
 TORCH_LIBRARY(kanlab_native, m) {
-  m.def("basis_features(Tensor x, Tensor? base, Tensor knots, Tensor table, int k, Tensor? cardinal, Tensor? start, "
+  m.def("basis_features(Tensor x, Tensor? base, Tensor knots, Tensor? table, int k, Tensor? cardinal, Tensor? start, "
         "Tensor? step) -> Tensor");
-  m.def("basis_features_backward(Tensor grad, Tensor x, Tensor knots, Tensor derivative_table, int k, int width, "
+  m.def("basis_features_backward(Tensor grad, Tensor x, Tensor knots, Tensor? derivative_table, int k, int width, "
         "Tensor? cardinal_derivative, Tensor? start, Tensor? step) -> Tensor");
 }
 
