@@ -86,6 +86,19 @@ def test_each_function_is_recovered_as_top_choice(name):
     assert torch.sqrt(torch.mean((predicted - y) ** 2)) < 0.03 * y.std()
 
 
+def test_canonical_folds_an_exponential_shift_into_its_scale():
+    """c exp(a x + b) = (c e^b) exp(a x): b goes to 0 (also where e^b alone would overflow)."""
+    exp = default_library()["exp"]
+    x = torch.linspace(-1, 1, 50, dtype=torch.float64)
+    a, b, c, d = (torch.tensor(v, dtype=torch.float64) for v in ([6.3, -2.0], [9.8, 720.0], [5.6e-5, -1e-312], [0.1, 0.0]))
+    a2, b2, c2, d2 = exp.canonical(a, b, c, d)
+    assert (b2 == 0).all() and torch.equal(a2, a) and torch.equal(d2, d)
+    torch.testing.assert_close(c2, torch.tensor([5.6e-5 * math.exp(9.8), -math.exp(math.log(1e-312) + 720.0)], dtype=torch.float64))
+    for e in range(2):  # the same curve, c exp(a x + b) written as sign(c) exp(log|c| + a x + b)
+        reference = torch.sign(c[e]) * torch.exp(torch.log(c[e].abs()) + a[e] * x + b[e]) + d[e]
+        torch.testing.assert_close(c2[e] * exp.torch(a2[e] * x + b2[e]) + d2[e], reference)
+
+
 def test_cd_are_the_least_squares_solution_at_the_found_ab():
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(2, 300, generator=generator, dtype=torch.float64) * 2 - 1

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from conftest import random_knots
-from kanlab import KAN, native, splines
+from kanlab import KAN, KANLinear, native, splines
+from kanlab.layer import _FeatureWeight
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -87,12 +88,12 @@ def test_first_order_gradients_pass_gradcheck():
 def test_nan_inputs_stay_nan_and_far_inputs_give_zero_bases():
     plan = splines.plan_knots(splines.uniform_knots(2, 5, 3, (-1.0, 1.0), dtype=torch.float64), 3)
     x = torch.tensor([[math.nan, 0.3], [50.0, -50.0]], dtype=torch.float64, requires_grad=True)
-    features = splines.basis_features(x, plan).view(2, 2, plan.n_basis)
+    features = splines.basis_features(x, plan).view(2, plan.n_basis, 2).transpose(1, 2)
     assert torch.isnan(features[0, 0]).all() and not torch.isnan(features[0, 1]).any()
     assert (features[1] == 0).all()
     (grad,) = torch.autograd.grad(features.nan_to_num().sum(), x)
     assert math.isnan(grad[0, 0]) and (grad[1] == 0).all()
-    with_base = splines.basis_features(x, plan, base=torch.ones_like(x)).view(2, 2, plan.n_basis + 1)
+    with_base = splines.basis_features(x, plan, base=torch.ones_like(x)).view(2, plan.n_basis + 1, 2).transpose(1, 2)
     assert (with_base[0, 0, :-1] == 0).all() and with_base[0, 0, -1] == 1  # the residual column carries on
 
 
@@ -119,6 +120,30 @@ def test_second_derivatives_switch_to_the_differentiable_path():
     torch.testing.assert_close(second, difference, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("base_fun", ["silu", "zero"])
+def test_feature_weight_and_its_gradients_equal_the_torch_path(base_fun):
+    """The layer's compiled (out, width * in) weight: the same values and parameter gradients
+    as the four torch operations it replaces, with a pruned edge; its backward passes gradcheck."""
+    layer = KANLinear(5, 3, grid=4, k=3, base_fun=base_fun, generator=torch.Generator().manual_seed(0),
+                      dtype=torch.float64)
+    with torch.no_grad():
+        layer.mask[1, 2] = 0.0
+    results = []
+    for use_kernel in (True, False):
+        with native.use(use_kernel):
+            layer.zero_grad()
+            weight = layer._feature_weight(base_fun != "zero")
+            (weight * torch.linspace(-1, 1, weight.numel(), dtype=torch.float64).view_as(weight)).sum().backward()
+            results.append([weight.detach()] + [p.grad.clone() for p in (layer.coef, layer.scale_sp, layer.scale_base)
+                                                if p.grad is not None])
+    assert len(results[0]) == len(results[1]) == (4 if base_fun != "zero" else 3)
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, rtol=1e-14, atol=0)
+    coef, scale, base = (torch.randn(3, 5, n, dtype=torch.float64).squeeze(-1).requires_grad_() for n in (7, 1, 1))
+    assert torch.autograd.gradcheck(lambda c, s, b: _FeatureWeight.apply(c, s, b), (coef, scale, base))
+    assert torch.autograd.gradgradcheck(lambda c, s, b: _FeatureWeight.apply(c, s, b), (coef, scale, base))
+
+
 def test_training_follows_the_same_path_with_and_without_the_kernel():
     generator = torch.Generator().manual_seed(2)
     x = torch.rand(200, 2, generator=generator, dtype=torch.float64) * 2 - 1
@@ -138,6 +163,20 @@ def test_torch_compile_traces_the_torch_path():
     x = torch.rand(16, 2) * 2 - 1
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     torch.testing.assert_close(compiled(x), model(x))
+
+
+def test_onnx_export_with_the_kernel_loaded_takes_the_torch_path(tmp_path):
+    """The exporter traces the torch path (no kanlab_native operators in the graph)."""
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    from kanlab.export import to_onnx
+
+    model = KAN([2, 3, 1], grid=5, seed=0)
+    model.update_grid(torch.rand(64, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    to_onnx(model, tmp_path / "m.onnx")
+    x = torch.rand(33, 2) * 2 - 1
+    got = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"x": x.numpy()})[0]
+    torch.testing.assert_close(torch.from_numpy(got), model(x).detach(), atol=1e-5, rtol=1e-5)
 
 
 def test_the_kernel_is_used_only_where_it_is_exact_to_use():

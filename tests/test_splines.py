@@ -241,7 +241,7 @@ def test_basis_features_gradcheck_with_base_column(uniform):
     run = lambda a, b: splines.basis_features(a, knots, 3, b, uniform=uniform)
     assert torch.autograd.gradcheck(run, (x, base))
     assert torch.autograd.gradgradcheck(run, (x, base))
-    features = run(x, base).reshape(7, 2, 9)
+    features = run(x, base).reshape(7, 9, 2).transpose(1, 2)  # slot-major columns
     torch.testing.assert_close(features[..., :8], splines.bspline_basis_reference(x, knots, 3))
     torch.testing.assert_close(features[..., 8], base)
 

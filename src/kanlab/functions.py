@@ -72,7 +72,8 @@ class SymbolicFunction:
     returning one (so that sympy is imported only when needed). ``domain`` names the guard
     (see ``DOMAINS``). ``parity`` ("odd" / "even") and ``period`` / ``period_sign``
     (``f(z + period) = period_sign * f(z)``) let a fit be written in a canonical form (a > 0,
-    b in the smallest range). ``torch_fn`` / ``numpy_fn`` override the lambdified forms for
+    b in the smallest range); ``exponential`` (``f(z + b) = e^b f(z)``) folds the shift into
+    the scale (b = 0), which keeps ``c e^b`` from splitting into a huge and a tiny factor. ``torch_fn`` / ``numpy_fn`` override the lambdified forms for
     functions that sympy cannot translate (for example a Bessel function).
     """
 
@@ -83,6 +84,7 @@ class SymbolicFunction:
     parity: str | None = None
     period: float | None = None
     period_sign: int = 1
+    exponential: bool = False
     torch_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
     numpy_fn: Callable | None = None
     _cache: dict = field(default_factory=dict, repr=False)
@@ -170,10 +172,13 @@ class SymbolicFunction:
         """The same function ``c f(a x + b) + d`` written with ``a >= 0`` and the smallest ``|b|``.
 
         Uses the entry's parity and period (entries without them are returned unchanged);
-        the identity is written with ``a = 1, b = 0``.
+        the identity is written with ``a = 1, b = 0``, an exponential with ``b = 0`` (``c e^b``
+        formed as ``sign(c) e^(log|c| + b)``, so that neither factor overflows alone).
         """
         if self.is_identity:
             return torch.ones_like(a), torch.zeros_like(b), c * a, c * b + d
+        if self.exponential:
+            return a, torch.zeros_like(b), torch.sign(c) * torch.exp(torch.log(c.abs()) + b), d
         if self.parity is not None:
             flip = a < 0
             a, b = torch.where(flip, -a, a), torch.where(flip, -b, b)
@@ -217,7 +222,7 @@ def _builtin_entries() -> list[SymbolicFunction]:
         SymbolicFunction("x^0.5", call("sqrt"), 2, domain="nonnegative"),
         SymbolicFunction("x^1.5", lambda x: x ** __import__("sympy").Rational(3, 2), 4, domain="nonnegative"),
         SymbolicFunction("1/sqrt", lambda x: 1 / __import__("sympy").sqrt(x), 3, domain="positive"),
-        SymbolicFunction("exp", call("exp"), 2, domain="exp"),
+        SymbolicFunction("exp", call("exp"), 2, domain="exp", exponential=True),
         SymbolicFunction("log", call("log"), 2, domain="positive"),
         SymbolicFunction("abs", call("Abs"), 3, parity="even"),
         SymbolicFunction("sin", call("sin"), 2, parity="odd", period=pi, period_sign=-1),

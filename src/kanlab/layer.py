@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from . import splines
+from . import native, splines
 from .functions import SymbolicFunction
 
 __all__ = ["KANLinear", "KANLayer", "resolve_base_fun", "BASE_FUNCTIONS"]
@@ -78,6 +78,28 @@ def _check_count(value: int, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return value
+
+
+class _FeatureWeight(torch.autograd.Function):
+    """``KANLinear._feature_weight`` in one pass of the compiled kernel; the backward is plain
+    torch (differentiable again). Row ``o``, column ``m * in + i``: ``coef[o, i, m] *
+    spline_scale[o, i]``, and ``base_scale[o, i]`` in the residual slot."""
+
+    @staticmethod
+    def forward(ctx, coef, spline_scale, base_scale):
+        ctx.save_for_backward(coef, spline_scale)
+        return native.feature_weight(coef, spline_scale, base_scale)
+
+    @staticmethod
+    def backward(ctx, grad):
+        coef, spline_scale = ctx.saved_tensors
+        n_basis = coef.shape[2]
+        slots = grad.reshape(coef.shape[0], -1, coef.shape[1])  # (out, width, in)
+        spline = slots[:, :n_basis]
+        grad_coef = (spline * spline_scale.unsqueeze(1)).transpose(1, 2) if ctx.needs_input_grad[0] else None
+        grad_spline_scale = (spline * coef.transpose(1, 2)).sum(1) if ctx.needs_input_grad[1] else None
+        grad_base_scale = slots[:, n_basis] if ctx.needs_input_grad[2] else None
+        return grad_coef, grad_spline_scale, grad_base_scale
 
 
 class KANLinear(nn.Module):
@@ -218,11 +240,15 @@ class KANLinear(nn.Module):
         return self.mask * (1 - self.symbolic_mask) if self._symbolic else self.mask
 
     def _feature_weight(self, with_base: bool) -> torch.Tensor:
-        """Weights ``(out, in * (G + k [+ 1]))`` matching ``splines.basis_features`` columns."""
+        """Weights ``(out, (G + k [+ 1]) * in)`` matching ``splines.basis_features`` columns (slot-major)."""
         mask = self.numeric_mask()
-        weight = (mask * self.scale_sp).unsqueeze(-1) * self.coef
+        spline_scale = mask * self.scale_sp
+        base_scale = mask * self.scale_base if with_base else None
+        if native.usable(self.coef, self.k):
+            return _FeatureWeight.apply(self.coef, spline_scale, base_scale)
+        weight = spline_scale.unsqueeze(1) * self.coef.transpose(1, 2)
         if with_base:
-            weight = torch.cat([weight, (mask * self.scale_base).unsqueeze(-1)], dim=-1)
+            weight = torch.cat([weight, base_scale.unsqueeze(1)], dim=1)
         return weight.reshape(self.out_features, -1)
 
     def basis(self, x: torch.Tensor) -> torch.Tensor:
@@ -250,7 +276,7 @@ class KANLinear(nn.Module):
             out = out + self._symbolic_output(flat)
         norms = None
         if edge_norms:
-            shape = (self.in_features, weight.shape[1] // self.in_features)
+            shape = (weight.shape[1] // self.in_features, self.in_features)
             norms = splines.edge_mean_abs(features.view(flat.shape[0], *shape), weight.view(self.out_features, *shape))
         return out.reshape(*lead, self.out_features), norms
 

@@ -1,9 +1,9 @@
 """The compiled CPU kernel for a layer's basis features (``csrc/basis.cpp``), opt-in.
 
 Small KANs spend most of a training step in the dozen small torch operations that build the
-basis features; the kernel does the same arithmetic (interval search, Horner's rule on the
-same per-interval tables, clamping, scattering) in one pass, forward and first-order
-backward. ``load()`` compiles it from the package's source with torch's C++ extension tools
+basis features and the layer's weight matrix; the kernel does the same arithmetic (the closed
+form on evenly spaced knots, Horner's rule on the same per-interval tables on others,
+clamping, the slot-major layout) in vectorized passes, forward and first-order backward. ``load()`` compiles it from the package's source with torch's C++ extension tools
 (g++ and ninja; about 20-40 s the first time, cached in ``build_directory`` or torch's
 extension folder after that) and registers it; from then on, CPU layers use it wherever it
 is exact to use:
@@ -53,7 +53,7 @@ def load(build_directory: str | os.PathLike | None = None, verbose: bool = False
             cpp_extension.load(
                 name=_OPERATORS,
                 sources=[str(_SOURCE)],
-                extra_cflags=["-O3", "-fopenmp"],
+                extra_cflags=["-O3", "-march=native", "-fno-trapping-math", "-mprefer-vector-width=512", "-fopenmp"],
                 extra_ldflags=["-fopenmp"],
                 is_python_module=False,
                 verbose=verbose,
@@ -114,15 +114,20 @@ def disabled():
 
 def usable(x: torch.Tensor, k: int) -> bool:
     """Whether the kernel may compute the features of ``x`` (loaded, enabled, a CPU float
-    tensor, eager mode, degree within the kernel's limit)."""
+    tensor, eager mode, degree within the kernel's limit). Called on every layer call, so the
+    cheap checks go first. ONNX export runs under ``torch.export`` (or, with the older
+    exporter, under ``torch.jit`` tracing), so those checks cover it."""
     if not (_switch["loaded"] and _switch["enabled"]):
         return False
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or k > 16:
+    if not x.is_cpu or x.dtype not in _KERNEL_DTYPES or k > 16:
         return False
-    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
     is_exporting = getattr(torch.compiler, "is_exporting", None)
     return not (is_exporting is not None and is_exporting())
+
+
+_KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
 def _closed_form(plan, matrix: torch.Tensor) -> tuple:
@@ -143,4 +148,11 @@ def basis_features_backward(grad: torch.Tensor, x: torch.Tensor, plan, width: in
     return torch.ops.kanlab_native.basis_features_backward(
         grad, x.contiguous(), plan.knots.contiguous(), plan.derivative_table, plan.k, width,
         *_closed_form(plan, plan.cardinal_derivative),
+    )
+
+
+def feature_weight(coef: torch.Tensor, spline_scale: torch.Tensor, base_scale: torch.Tensor | None) -> torch.Tensor:
+    """A layer's ``(out, width * in)`` slot-major feature weight (see ``layer._FeatureWeight``)."""
+    return torch.ops.kanlab_native.feature_weight(
+        coef.contiguous(), spline_scale.contiguous(), None if base_scale is None else base_scale.contiguous()
     )

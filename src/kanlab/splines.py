@@ -485,15 +485,16 @@ def _local_derivative(x: torch.Tensor, plan: KnotPlan) -> tuple[torch.Tensor, to
 
 
 class _BasisFeatures(torch.autograd.Function):
-    """Dense ``(N, in * (G + k [+ 1]))`` features from the local bases, with an exact backward.
+    """Dense ``(N, (G + k [+ 1]) * in)`` features from the local bases, with an exact backward.
 
-    The forward writes the ``k + 1`` local bases of each input into its ``G + k`` columns and
-    the residual values ``base`` into one more column (entries of bases that do not exist go
-    to that column first and are overwritten; without ``base`` it is dropped). The backward
-    gathers the incoming gradient at the same columns and recomputes the local derivatives
-    from ``x`` with differentiable operations, so ``create_graph=True`` gives exact second
-    derivatives. With ``kanlab.native`` loaded, CPU tensors take its compiled kernel for the
-    forward and for backward passes that build no graph (same tables, same arithmetic).
+    Slot-major: column ``m * in + i`` holds basis ``m`` of input ``i``, and column
+    ``(G + k) * in + i`` the residual value ``base[:, i]`` (without ``base`` that slot is
+    dropped). The forward writes the ``k + 1`` local bases of each input into its slots
+    (entries of bases that do not exist go to the residual slot first and are overwritten).
+    The backward gathers the incoming gradient at the same columns and recomputes the local
+    derivatives from ``x`` with differentiable operations, so ``create_graph=True`` gives exact
+    second derivatives. With ``kanlab.native`` loaded, CPU tensors take its compiled kernel for
+    the forward and for backward passes that build no graph (same arithmetic, same layout).
     """
 
     @staticmethod
@@ -505,28 +506,28 @@ class _BasisFeatures(torch.autograd.Function):
         values, position = _local_values(x, plan)
         n_basis = plan.n_basis
         index = plan.scatter_index.index_select(0, position.reshape(-1)).reshape(values.shape)
-        features = x.new_zeros(x.shape[0], x.shape[1], n_basis + 1)
-        features.scatter_(2, index, values)
+        features = x.new_zeros(x.shape[0], n_basis + 1, x.shape[1])
+        features.scatter_(1, index.transpose(1, 2), values.transpose(1, 2))
         if base is not None:
-            features[..., n_basis] = base
-        else:  # drop the spare column; (x - x) carries a NaN input through, as the bases would
-            features = features[..., :n_basis] + (x - x).unsqueeze(-1)
+            features[:, n_basis] = base
+        else:  # drop the spare slot; (x - x) carries a NaN input through, as the bases would
+            features = features[:, :n_basis] + (x - x).unsqueeze(1)
         return features.reshape(x.shape[0], -1)
 
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         plan = ctx.plan
-        grad = grad.reshape(x.shape[0], x.shape[1], ctx.width)
         grad_x = grad_base = None
         if ctx.needs_input_grad[0] and not torch.is_grad_enabled() and native.usable(x, plan.k):
             # a first-order backward (no graph being built) may take the compiled kernel
-            grad_x = native.basis_features_backward(grad.reshape(x.shape[0], -1), x, plan, ctx.width)
+            grad_x = native.basis_features_backward(grad, x, plan, ctx.width)
         elif ctx.needs_input_grad[0]:
             derivative, index = _local_derivative(x, plan)
-            grad_x = (grad[..., : plan.n_basis].gather(2, index) * derivative).sum(-1)
+            slots = grad.reshape(x.shape[0], ctx.width, x.shape[1])[:, : plan.n_basis]
+            grad_x = (slots.gather(1, index.transpose(1, 2)) * derivative.transpose(1, 2)).sum(1)
         if ctx.needs_input_grad[1]:
-            grad_base = grad[..., plan.n_basis]
+            grad_base = grad.reshape(x.shape[0], ctx.width, x.shape[1])[:, plan.n_basis]
         return grad_x, grad_base, None
 
 
@@ -551,10 +552,11 @@ def basis_features(
     *,
     uniform: bool | None = None,
 ) -> torch.Tensor:
-    """Layer features ``(N, in * (G + k))``, or ``(N, in * (G + k + 1))`` with ``base`` ``(N, in)``.
+    """Layer features ``(N, (G + k) * in)``, or ``(N, (G + k + 1) * in)`` with ``base`` ``(N, in)``.
 
-    Input ``i`` owns columns ``i * width .. (i + 1) * width``: its bases, then its residual
-    value. This is the training fast path: exact, built from only the non-zero bases.
+    Slot-major: column ``m * in + i`` holds basis ``m`` of input ``i`` and, with ``base``,
+    column ``(G + k) * in + i`` holds ``base[:, i]``; ``.view(N, width, in)`` gives the slots.
+    This is the training fast path: exact, built from only the non-zero bases.
     ``knots`` may be a ``KnotPlan`` (then ``k`` and ``uniform`` come from it).
     """
     plan = _as_plan(x, knots, k, uniform)
@@ -576,7 +578,7 @@ def bspline_basis(
     lead = x.shape[:-1]
     flat = x.reshape(-1, x.shape[-1])
     features = _BasisFeatures.apply(flat, None, plan)
-    return features.reshape(*lead, plan.knots.shape[0], plan.n_basis)
+    return features.view(flat.shape[0], plan.n_basis, flat.shape[1]).transpose(1, 2).reshape(*lead, flat.shape[1], plan.n_basis)
 
 
 def spline_values(x: torch.Tensor, knots: torch.Tensor, coef: torch.Tensor, k: int) -> torch.Tensor:
@@ -663,16 +665,16 @@ def refit_spline(
 
 
 class _EdgeMeanAbs(torch.autograd.Function):
-    """``mean_b |sum_m F[b, i, m] W[o, i, m]|`` per edge, recomputing the per-edge values in
+    """``mean_b |sum_m F[b, m, i] W[o, m, i]|`` per edge, recomputing the per-edge values in
     chunks in both passes so that no ``(batch, out, in)`` tensor is kept."""
 
     @staticmethod
     def forward(ctx, features, weight, chunk_size):
         ctx.save_for_backward(features, weight)
         ctx.chunk_size = chunk_size
-        total = features.new_zeros(weight.shape[0], weight.shape[1])
+        total = features.new_zeros(weight.shape[0], weight.shape[2])
         for chunk in torch.split(features, chunk_size):
-            total += torch.einsum("bim,oim->boi", chunk, weight).abs().sum(0)
+            total += torch.einsum("bmi,omi->boi", chunk, weight).abs().sum(0)
         return total / features.shape[0]
 
     @staticmethod
@@ -684,24 +686,24 @@ class _EdgeMeanAbs(torch.autograd.Function):
         grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
         start = 0
         for chunk in torch.split(features, ctx.chunk_size):
-            signs = torch.einsum("bim,oim->boi", chunk, weight).sign_().mul_(scale)
+            signs = torch.einsum("bmi,omi->boi", chunk, weight).sign_().mul_(scale)
             if grad_weight is not None:
-                grad_weight += torch.einsum("boi,bim->oim", signs, chunk)
+                grad_weight += torch.einsum("boi,bmi->omi", signs, chunk)
             if grad_features is not None:
-                grad_features[start : start + chunk.shape[0]] = torch.einsum("boi,oim->bim", signs, weight)
+                grad_features[start : start + chunk.shape[0]] = torch.einsum("boi,omi->bmi", signs, weight)
             start += chunk.shape[0]
         return grad_features, grad_weight, None
 
 
 def edge_mean_abs(features: torch.Tensor, weight: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
-    """Per-edge mean absolute value ``(out, in)`` of ``phi[b, o, i] = sum_m F[b, i, m] W[o, i, m]``.
+    """Per-edge mean absolute value ``(out, in)`` of ``phi[b, o, i] = sum_m F[b, m, i] W[o, m, i]``.
 
-    ``features`` ``(N, in, m)`` and ``weight`` ``(out, in, m)`` are a layer's basis features
-    and feature weights, so this is the paper's ``|phi|_1`` from what the forward pass already
+    ``features`` ``(N, m, in)`` and ``weight`` ``(out, m, in)`` are a layer's basis features
+    and feature weights (slot-major, as ``basis_features`` lays them out), so this is the paper's ``|phi|_1`` from what the forward pass already
     computed. Differentiable (once); memory stays at one ``(chunk_size, out, in)`` block.
     """
     if features.dim() != 3 or weight.dim() != 3 or features.shape[1:] != weight.shape[1:]:
         raise ValueError(
-            f"features (N, in, m) and weight (out, in, m) must agree, got {tuple(features.shape)} and {tuple(weight.shape)}"
+            f"features (N, m, in) and weight (out, m, in) must agree, got {tuple(features.shape)} and {tuple(weight.shape)}"
         )
     return _EdgeMeanAbs.apply(features, weight, int(chunk_size))

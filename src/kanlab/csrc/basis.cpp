@@ -1,19 +1,20 @@
-// kanlab's compiled basis features: the B-spline layer's (batch, in * width) feature matrix
-// and its first-order input gradient, one pass over (sample, input) entries.
+// kanlab's compiled basis features: the B-spline layer's (batch, width * in) feature matrix
+// and its first-order input gradient, and the layer weight matrix that multiplies it.
 //
-// The same arithmetic as the general-knots branch of the pure-torch path in splines.py (evenly
-// spaced knots take it too, rather than the torch path's closed form): the interval row comes from
-// counting knots <= x (torch.searchsorted(..., right=True)), the k + 1 local bases are
-// Horner's rule on that interval's power-form table (splines._interval_polynomials, in
-// u = x - t_s), clamped at 0, and bases that do not exist or inputs outside the knots give 0.
-// Column i * width + m holds basis m of input i; with a residual, column i * width + n_basis
-// holds base[b, i]. Second derivatives never come here: the Python side switches to its
-// differentiable torch path when a backward pass builds a graph.
+// The same arithmetic as the pure-torch path in splines.py: on evenly spaced knots the closed
+// form (f = (x - t_0) / h - s, the same polynomials in f on every interval); on other knots
+// the interval s by counting knots <= x (torch.searchsorted(..., right=True)) and Horner's rule
+// on that interval's power-form table (splines._interval_polynomials, in u = x - t_s). Bases
+// are clamped at 0; bases that do not exist and inputs outside the knots give 0.
+// Layout (slot-major, as the torch path): column m * in + i holds basis m of input i; with a
+// residual, column n_basis * in + i holds base[b, i]. Second derivatives never come here: the
+// Python side switches to its differentiable torch path when a backward pass builds a graph.
 #include <torch/library.h>
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <cmath>
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
@@ -97,8 +98,8 @@ struct Intervals {
   }
 };
 
-// Calls body(std::integral_constant<int, K>) with K = k for the common degrees 1..5, and K = 0
-// (read k at run time) otherwise.
+// Calls body(std::integral_constant<int, K>) with K = k for the common degrees 1..5 (the
+// chunked paths), and K = 0 (the entry-at-a-time path, k read at run time) otherwise.
 template <typename Body>
 inline void with_degree(int64_t k, Body body) {
   switch (k) {
@@ -111,15 +112,13 @@ inline void with_degree(int64_t k, Body body) {
   }
 }
 
-// body(b, i, degree) for every (sample, input) entry, samples spread over torch's threads;
-// degree as in with_degree (a compile-time constant for k = 1..5, else 0: read k).
+// body(b, i) for every (sample, input) entry, samples spread over torch's threads: the
+// entry-at-a-time path for degrees above 5.
 template <typename Body>
-inline void for_each_entry(int64_t batch, int64_t n_in, int64_t k, Body body) {
-  with_degree(k, [&](auto degree) {
-    at::parallel_for(0, batch, 64, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b)
-        for (int64_t i = 0; i < n_in; ++i) body(b, i, degree);
-    });
+inline void for_each_entry(int64_t batch, int64_t n_in, Body body) {
+  at::parallel_for(0, batch, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b)
+      for (int64_t i = 0; i < n_in; ++i) body(b, i);
   });
 }
 
@@ -160,10 +159,180 @@ Intervals<T> intervals(const at::Tensor& knots, const std::optional<at::Tensor>&
 
 constexpr int64_t kMaxWidth = 17;
 
+// ---- Chunked paths for degrees 1..5: a row's inputs go in chunks of kChunk. A first pass
+// over the chunk finds every entry's interval and its k + 1 local values (in loops free of
+// branches, for the compiler's vectorizer, wherever the knots allow); a second pass writes
+// the chunk's part of each feature column (forward) or gathers the incoming gradient at the
+// entries' k + 1 columns (backward), again vectorized over the chunk's inputs.
+constexpr int64_t kChunk = 64;
+
+// Per-chunk scratch: each entry's interval s (-1: outside the knots or NaN) and, where
+// known, its k + 1 local values.
+template <typename T, int K>
+struct Chunk {
+  alignas(64) T values[K + 1][kChunk];
+  alignas(64) T offset[kChunk];  // u = x - t_s for general knots
+  alignas(64) int32_t span[kChunk];
+};
+
+// Evenly spaced knots: the interval and the K + 1 polynomials (powers P, row-major (P, K + 1))
+// in f = (x - t_0) / h - s, clamped to [0, 1] as the torch path does; per_step divides by h.
+template <typename T, int K, int P, bool kPerStep>
+inline void cardinal_chunk(const T* x, const T* start, const T* step, const T* cardinal, int64_t last_interval,
+                           int64_t count, Chunk<T, K>& chunk) {
+  T coefficients[P][K + 1];
+  for (int p = 0; p < P; ++p)
+    for (int r = 0; r <= K; ++r) coefficients[p][r] = cardinal[p * (K + 1) + r];
+  const T last = static_cast<T>(last_interval);
+#pragma omp simd
+  for (int64_t c = 0; c < count; ++c) {
+    const T scaled = (x[c] - start[c]) / step[c];
+    const T lower = std::floor(scaled);
+    const bool inside = (lower >= T(0)) & (lower <= last);  // false for NaN
+    const T f = std::min(std::max(scaled - lower, T(0)), T(1));
+    const T scale = kPerStep ? T(1) / step[c] : T(1);
+#pragma GCC unroll 8
+    for (int r = 0; r <= K; ++r) {
+      T v = coefficients[P - 1][r];
+#pragma GCC unroll 8
+      for (int p = P - 2; p >= 0; --p) v = v * f + coefficients[p][r];
+      chunk.values[r][c] = v * scale;
+    }
+    chunk.span[c] = static_cast<int32_t>(inside ? lower : T(-1));
+  }
+}
+
+// General knots, at most 40 per input, given transposed (n_knots, in) from this chunk's first
+// input on: the interval s by counting knots <= x, and u = x - t_s.
+template <typename T, int K>
+inline void counted_chunk(const T* x, const T* knots_by_row, int64_t n_in, int64_t n_knots, int64_t count,
+                          Chunk<T, K>& chunk) {
+  int32_t position[kChunk];
+#pragma omp simd
+  for (int64_t c = 0; c < count; ++c) position[c] = 0;
+  for (int64_t j = 0; j < n_knots; ++j) {
+    const T* t = knots_by_row + j * n_in;
+#pragma omp simd
+    for (int64_t c = 0; c < count; ++c) position[c] += t[c] <= x[c];  // NaN counts 0
+  }
+  for (int64_t c = 0; c < count; ++c) {
+    const int32_t s = position[c] - 1;
+    const bool inside = s >= 0 && s <= n_knots - 2;
+    chunk.span[c] = inside ? s : -1;
+    chunk.offset[c] = inside ? x[c] - knots_by_row[s * n_in + c] : T(0);
+  }
+}
+
+// Any number of general knots, one entry at a time (bisection for long rows).
+template <typename T, int K>
+inline void searched_chunk(const T* x, const T* knots, int64_t n_knots, int64_t count, Chunk<T, K>& chunk) {
+  for (int64_t c = 0; c < count; ++c) {
+    const T* t = knots + c * n_knots;
+    const int64_t s = count_at_or_below(t, n_knots, x[c]) - 1;
+    const bool inside = s >= 0 && s <= n_knots - 2;
+    chunk.span[c] = inside ? static_cast<int32_t>(s) : -1;
+    chunk.offset[c] = inside ? x[c] - t[s] : T(0);
+  }
+}
+
+// Everything one layer's chunked pass needs to locate entries of inputs [first, first + count).
+template <typename T>
+struct Locator {
+  const T* knots;           // (in, n_knots)
+  const T* knots_by_row;    // (n_knots, in), general knots with n_knots <= 40, else nullptr
+  int64_t n_in, n_knots;
+  const T* table;           // general knots: per-interval rows (t_s, coefficients)
+  int64_t columns;
+  const T* cardinal;        // evenly spaced knots: (P, K + 1)
+  const T* start;
+  const T* step;
+
+  // Fills chunk.span and chunk.values[r][c] for c < count (P powers: K + 1 for values, K
+  // for derivatives; per_step: derivatives in x on evenly spaced knots).
+  template <int K, int P>
+  inline void fill(const T* x, int64_t first, int64_t count, bool per_step, Chunk<T, K>& chunk) const {
+    if (cardinal != nullptr) {
+      if (per_step) cardinal_chunk<T, K, P, true>(x, start + first, step + first, cardinal, n_knots - 2, count, chunk);
+      else cardinal_chunk<T, K, P, false>(x, start + first, step + first, cardinal, n_knots - 2, count, chunk);
+      return;
+    }
+    if (knots_by_row != nullptr) counted_chunk<T, K>(x, knots_by_row + first, n_in, n_knots, count, chunk);
+    else searched_chunk<T, K>(x, knots + first * n_knots, n_knots, count, chunk);
+    for (int64_t c = 0; c < count; ++c) {
+      const int32_t s = chunk.span[c];
+      if (s < 0) {
+        for (int r = 0; r <= K; ++r) chunk.values[r][c] = T(0);
+        continue;
+      }
+      const T* row = table + ((first + c) * (n_knots - 1) + s) * columns;
+      T values[K + 1];
+      horner(row, P - 1, K + 1, chunk.offset[c], values);
+      for (int r = 0; r <= K; ++r) chunk.values[r][c] = values[r];
+    }
+  }
+};
+
+// A chunk's part of the features: for each column m < n_basis, entries c of the chunk at
+// row + m * n_in + c (the local value that lands there, clamped at 0, or 0); then the residual
+// column, or, without one, NaN in every column of a NaN input.
+template <typename T, int K>
+inline void write_chunk(const Chunk<T, K>& chunk, const T* x, const T* base, int64_t count, int64_t n_basis,
+                        int64_t n_in, T* row) {
+  for (int64_t m = 0; m < n_basis; ++m) {
+    T* column = row + m * n_in;
+#pragma omp simd
+    for (int64_t c = 0; c < count; ++c) {
+      const int32_t r_here = static_cast<int32_t>(m) + K - chunk.span[c];  // which local value is basis m
+      T v = T(0);
+#pragma GCC unroll 8
+      for (int r = 0; r <= K; ++r) v = r_here == r ? chunk.values[r][c] : v;
+      v = std::max(v, T(0));
+      column[c] = base == nullptr && std::isnan(x[c]) ? x[c] : v;
+    }
+  }
+  if (base != nullptr) std::copy(base, base + count, row + n_basis * n_in);
+}
+
+// A chunk's input gradients: for each entry, the sum over its existing bases m of the incoming
+// gradient at grad + m * n_in + c times the basis derivative; NaN for NaN inputs.
+template <typename T, int K>
+inline void gather_chunk(const Chunk<T, K>& chunk, const T* x, const T* grad, int64_t count, int64_t n_basis,
+                         int64_t n_in, T* out) {
+#pragma omp simd
+  for (int64_t c = 0; c < count; ++c) {
+    const int32_t span = chunk.span[c];
+    T sum = T(0);
+#pragma GCC unroll 8
+    for (int r = 0; r <= K; ++r) {
+      const int32_t m = span - K + r;
+      const bool exists = (span >= 0) & (m >= 0) & (m < n_basis);
+      sum += exists ? grad[(exists ? m : 0) * n_in + c] * chunk.values[r][c] : T(0);
+    }
+    out[c] = std::isnan(x[c]) ? x[c] : sum;
+  }
+}
+
+// body(locate, b, first, count, chunk) for every chunk [first, first + count) of every
+// sample b's inputs, samples spread over torch's threads, each thread with its own scratch.
+template <typename T, int K, typename Body>
+inline void for_each_chunk(const Intervals<T>& intervals, const at::Tensor& knots, int64_t batch, Body body) {
+  const int64_t n_in = knots.size(0), n_knots = knots.size(1);
+  const bool counted = intervals.cardinal == nullptr && n_knots <= 40;
+  const at::Tensor knots_by_row = counted ? knots.t().contiguous() : at::Tensor();
+  const Locator<T> locate{intervals.knots, counted ? knots_by_row.template const_data_ptr<T>() : nullptr, n_in,
+                          n_knots, intervals.table, intervals.columns, intervals.cardinal, intervals.start,
+                          intervals.step};
+  at::parallel_for(0, batch, 16, [&](int64_t begin, int64_t end) {
+    Chunk<T, K> chunk;
+    for (int64_t b = begin; b < end; ++b)
+      for (int64_t first = 0; first < n_in; first += kChunk) body(locate, b, first, std::min(kChunk, n_in - first), chunk);
+  });
+}
+
 }  // namespace
 
-// (batch, in * width) features, width = n_basis + 1 with a residual (base given) and n_basis
-// without. Without a residual, a NaN input makes its whole block NaN (as the torch path).
+// (batch, width * in) features, width = n_basis + 1 with a residual (base given) and n_basis
+// without. Without a residual, a NaN input makes all its columns NaN (as the torch path).
 at::Tensor basis_features(const at::Tensor& x, const std::optional<at::Tensor>& base, const at::Tensor& knots,
                           const std::optional<at::Tensor>& table, int64_t k, const std::optional<at::Tensor>& cardinal,
                           const std::optional<at::Tensor>& start, const std::optional<at::Tensor>& step) {
@@ -172,36 +341,46 @@ at::Tensor basis_features(const at::Tensor& x, const std::optional<at::Tensor>& 
   if (with_base) TORCH_CHECK(base->sizes() == x.sizes() && base->is_contiguous(), "base must be like x");
   const int64_t batch = x.size(0), n_in = x.size(1), n_knots = knots.size(1);
   const int64_t n_basis = n_knots - k - 1, width = n_basis + (with_base ? 1 : 0);
-  at::Tensor features = at::empty({batch, n_in * width}, x.options());  // every entry is written below
+  at::Tensor features = at::empty({batch, width * n_in}, x.options());  // every entry is written below
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "basis_features", [&] {
     using T = scalar_t;
     const T* X = x.const_data_ptr<T>();
     const T* R = with_base ? base->const_data_ptr<T>() : nullptr;
     T* out = features.data_ptr<T>();
-    const Intervals<T> locate = intervals<T>(knots, table, cardinal, start, step, k);
-    for_each_entry(batch, n_in, k, [&](int64_t b, int64_t i, auto degree) {
-      const int64_t kk = decltype(degree)::value > 0 ? decltype(degree)::value : k;
-      T values[kMaxWidth];
-      T* block = out + (b * n_in + i) * width;
-      const T xv = X[b * n_in + i];
-      for (int64_t m = 0; m < n_basis; ++m) block[m] = T(0);
-      if (with_base) {
-        block[n_basis] = R[b * n_in + i];
-      } else if (std::isnan(xv)) {
-        for (int64_t m = 0; m < width; ++m) block[m] = std::numeric_limits<T>::quiet_NaN();
-        return;
-      }
-      const int64_t span = locate(i, xv, kk, kk + 1, false, values);
-      for (int64_t r = 0; span >= 0 && r <= kk; ++r) {
-        const int64_t m = span - kk + r;
-        if (m >= 0 && m < n_basis) block[m] = values[r] > T(0) ? values[r] : T(0);
+    const Intervals<T> intervals_ = intervals<T>(knots, table, cardinal, start, step, k);
+    with_degree(k, [&](auto degree) {
+      constexpr int K = decltype(degree)::value;
+      if constexpr (K == 0) {  // one entry at a time, k read at run time
+        for_each_entry(batch, n_in, [&](int64_t b, int64_t i) {
+          T values[kMaxWidth];
+          const T xv = X[b * n_in + i];
+          T* column = out + b * width * n_in + i;
+          const int64_t span = intervals_(i, xv, k, k + 1, false, values);
+          for (int64_t m = 0; m < n_basis; ++m) {
+            const int64_t r = m + k - span;
+            column[m * n_in] = span >= 0 && r >= 0 && r <= k ? std::max(values[r], T(0)) : T(0);
+          }
+          if (with_base) {
+            column[n_basis * n_in] = R[b * n_in + i];
+          } else if (std::isnan(xv)) {
+            for (int64_t m = 0; m < n_basis; ++m) column[m * n_in] = xv;
+          }
+        });
+      } else {
+        for_each_chunk<T, K>(intervals_, knots, batch, [&](const Locator<T>& locate, int64_t b, int64_t first,
+                                                           int64_t count, Chunk<T, K>& chunk) {
+          const T* xs = X + b * n_in + first;
+          locate.template fill<K, K + 1>(xs, first, count, false, chunk);
+          write_chunk<T, K>(chunk, xs, with_base ? R + b * n_in + first : nullptr, count, n_basis, n_in,
+                            out + b * width * n_in + first);
+        });
       }
     });
   });
   return features;
 }
 
-// d(loss)/dx (batch, in) from d(loss)/d(features) (batch, in * width), with derivative_table
+// d(loss)/dx (batch, in) from d(loss)/d(features) (batch, width * in), with derivative_table
 // the per-interval d/du table (degree k - 1).
 at::Tensor basis_features_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& knots,
                                    const std::optional<at::Tensor>& derivative_table, int64_t k, int64_t width,
@@ -209,34 +388,80 @@ at::Tensor basis_features_backward(const at::Tensor& grad, const at::Tensor& x, 
                                    const std::optional<at::Tensor>& start, const std::optional<at::Tensor>& step) {
   check(x, knots, k);
   TORCH_CHECK(grad.dim() == 2 && grad.size(0) == x.size(0) && grad.size(1) == x.size(1) * width,
-              "grad must be (batch, in * width)");
+              "grad must be (batch, width * in)");
   const at::Tensor g = grad.contiguous();
   const int64_t batch = x.size(0), n_in = x.size(1), n_knots = knots.size(1), n_basis = n_knots - k - 1;
-  at::Tensor grad_x = at::zeros_like(x);
+  at::Tensor grad_x = at::empty_like(x);  // every entry is written below
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "basis_features_backward", [&] {
     using T = scalar_t;
     const T *X = x.const_data_ptr<T>(), *G = g.const_data_ptr<T>();
     T* out = grad_x.data_ptr<T>();
-    const Intervals<T> locate = intervals<T>(knots, derivative_table, cardinal_derivative, start, step, k);
-    for_each_entry(batch, n_in, k, [&](int64_t b, int64_t i, auto degree) {
-      const int64_t kk = decltype(degree)::value > 0 ? decltype(degree)::value : k;
-      T values[kMaxWidth];
-      const T xv = X[b * n_in + i];
-      if (std::isnan(xv)) {  // a NaN input's gradient is NaN
-        out[b * n_in + i] = xv;
-        return;
+    const Intervals<T> intervals_ = intervals<T>(knots, derivative_table, cardinal_derivative, start, step, k);
+    with_degree(k, [&](auto degree) {
+      constexpr int K = decltype(degree)::value;
+      if constexpr (K == 0) {  // one entry at a time, k read at run time
+        for_each_entry(batch, n_in, [&](int64_t b, int64_t i) {
+          T values[kMaxWidth];
+          const T xv = X[b * n_in + i];
+          const T* column = G + b * width * n_in + i;
+          const int64_t span = intervals_(i, xv, k - 1, k + 1, true, values);
+          T sum = T(0);
+          for (int64_t r = 0; span >= 0 && r <= k; ++r) {
+            const int64_t m = span - k + r;
+            if (m >= 0 && m < n_basis) sum += column[m * n_in] * values[r];
+          }
+          out[b * n_in + i] = std::isnan(xv) ? xv : sum;
+        });
+      } else {
+        for_each_chunk<T, K>(intervals_, knots, batch, [&](const Locator<T>& locate, int64_t b, int64_t first,
+                                                           int64_t count, Chunk<T, K>& chunk) {
+          const T* xs = X + b * n_in + first;
+          locate.template fill<K, K>(xs, first, count, true, chunk);
+          gather_chunk<T, K>(chunk, xs, G + b * width * n_in + first, count, n_basis, n_in, out + b * n_in + first);
+        });
       }
-      const int64_t span = locate(i, xv, kk - 1, kk + 1, true, values);
-      const T* gb = G + (b * n_in + i) * width;
-      T sum = T(0);
-      for (int64_t r = 0; span >= 0 && r <= kk; ++r) {
-        const int64_t m = span - kk + r;
-        if (m >= 0 && m < n_basis) sum += gb[m] * values[r];
-      }
-      out[b * n_in + i] = sum;
     });
   });
   return grad_x;
+}
+
+// The layer's (out, width * in) feature weight, slot-major like the features: column m * in + i
+// of row o is coef[o, i, m] * spline_scale[o, i] for m < n_basis, and base_scale[o, i] in the
+// residual slot m = n_basis (when base_scale is given). One pass instead of four small ops.
+at::Tensor feature_weight(const at::Tensor& coef, const at::Tensor& spline_scale,
+                          const std::optional<at::Tensor>& base_scale) {
+  TORCH_CHECK(coef.dim() == 3 && coef.is_contiguous(), "coef must be a contiguous (out, in, n_basis) tensor");
+  const int64_t n_out = coef.size(0), n_in = coef.size(1), n_basis = coef.size(2);
+  const bool with_base = base_scale.has_value();
+  for (const at::Tensor* t : {&spline_scale, with_base ? &*base_scale : &spline_scale}) {
+    TORCH_CHECK(t->dim() == 2 && t->size(0) == n_out && t->size(1) == n_in && t->is_contiguous(),
+                "spline_scale and base_scale must be contiguous (out, in) tensors");
+    TORCH_CHECK(t->scalar_type() == coef.scalar_type(), "the scales must have coef's dtype");
+  }
+  TORCH_CHECK(coef.device().is_cpu(), "the compiled feature weight runs on the CPU");
+  const int64_t width = n_basis + (with_base ? 1 : 0);
+  at::Tensor weight = at::empty({n_out, width * n_in}, coef.options());  // every entry is written below
+  AT_DISPATCH_FLOATING_TYPES(coef.scalar_type(), "feature_weight", [&] {
+    using T = scalar_t;
+    const T* C = coef.const_data_ptr<T>();
+    const T* S = spline_scale.const_data_ptr<T>();
+    const T* B = with_base ? base_scale->const_data_ptr<T>() : nullptr;
+    T* W = weight.data_ptr<T>();
+    at::parallel_for(0, n_out, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, width * n_in)),
+                     [&](int64_t begin, int64_t end) {
+      for (int64_t o = begin; o < end; ++o) {
+        const T* c = C + o * n_in * n_basis;
+        const T* s = S + o * n_in;
+        T* w = W + o * width * n_in;
+        for (int64_t m = 0; m < n_basis; ++m) {
+          _Pragma("omp simd")  // (inside the dispatch macro's argument, where #pragma cannot go)
+          for (int64_t i = 0; i < n_in; ++i) w[m * n_in + i] = c[i * n_basis + m] * s[i];
+        }
+        if (with_base) std::copy(B + o * n_in, B + (o + 1) * n_in, w + n_basis * n_in);
+      }
+    });
+  });
+  return weight;
 }
 
 TORCH_LIBRARY(kanlab_native, m) {
@@ -244,9 +469,11 @@ TORCH_LIBRARY(kanlab_native, m) {
         "Tensor? step) -> Tensor");
   m.def("basis_features_backward(Tensor grad, Tensor x, Tensor knots, Tensor? derivative_table, int k, int width, "
         "Tensor? cardinal_derivative, Tensor? start, Tensor? step) -> Tensor");
+  m.def("feature_weight(Tensor coef, Tensor spline_scale, Tensor? base_scale) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(kanlab_native, CPU, m) {
   m.impl("basis_features", &basis_features);
   m.impl("basis_features_backward", &basis_features_backward);
+  m.impl("feature_weight", &feature_weight);
 }
