@@ -73,8 +73,9 @@ class SymbolicFunction:
     (see ``DOMAINS``). ``parity`` ("odd" / "even") and ``period`` / ``period_sign``
     (``f(z + period) = period_sign * f(z)``) let a fit be written in a canonical form (a > 0,
     b in the smallest range); ``exponential`` (``f(z + b) = e^b f(z)``) folds the shift into
-    the scale (b = 0), which keeps ``c e^b`` from splitting into a huge and a tiny factor. ``torch_fn`` / ``numpy_fn`` override the lambdified forms for
-    functions that sympy cannot translate (for example a Bessel function).
+    the scale (b = 0), which keeps ``c e^b`` from splitting into a huge and a tiny factor.
+    ``torch_fn`` / ``numpy_fn`` override the lambdified forms for functions that sympy cannot
+    translate (for example a Bessel function).
     """
 
     name: str

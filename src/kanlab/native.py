@@ -3,10 +3,11 @@
 Small KANs spend most of a training step in the dozen small torch operations that build the
 basis features and the layer's weight matrix; the kernel does the same arithmetic (the closed
 form on evenly spaced knots, Horner's rule on the same per-interval tables on others,
-clamping, the slot-major layout) in vectorized passes, forward and first-order backward. ``load()`` compiles it from the package's source with torch's C++ extension tools
-(g++ and ninja; about 20-40 s the first time, cached in ``build_directory`` or torch's
-extension folder after that) and registers it; from then on, CPU layers use it wherever it
-is exact to use:
+clamping, the slot-major layout) in vectorized passes, forward and first-order backward.
+``load()`` compiles it from the package's source with torch's C++ extension tools (g++ and
+ninja; about 20-40 s the first time, cached in ``build_directory`` or torch's extension
+folder after that; ``-march=native``, so for the machine that builds it) and registers it;
+from then on, CPU layers use it wherever it is exact to use:
 
 - a backward pass that builds a graph (``create_graph=True``, second derivatives for PINNs)
   switches to the differentiable torch path by itself;
@@ -53,7 +54,9 @@ def load(build_directory: str | os.PathLike | None = None, verbose: bool = False
             cpp_extension.load(
                 name=_OPERATORS,
                 sources=[str(_SOURCE)],
-                extra_cflags=["-O3", "-march=native", "-fno-trapping-math", "-mprefer-vector-width=512", "-fopenmp"],
+                # -fno-trapping-math lets floor() vectorize; no flag here changes NaN or rounding
+                extra_cflags=["-O3", "-march=native", "-fno-trapping-math", "-mprefer-vector-width=512",
+                              "-fopenmp"],
                 extra_ldflags=["-fopenmp"],
                 is_python_module=False,
                 verbose=verbose,

@@ -578,7 +578,8 @@ def bspline_basis(
     lead = x.shape[:-1]
     flat = x.reshape(-1, x.shape[-1])
     features = _BasisFeatures.apply(flat, None, plan)
-    return features.view(flat.shape[0], plan.n_basis, flat.shape[1]).transpose(1, 2).reshape(*lead, flat.shape[1], plan.n_basis)
+    slots = features.view(flat.shape[0], plan.n_basis, flat.shape[1])
+    return slots.transpose(1, 2).reshape(*lead, flat.shape[1], plan.n_basis)
 
 
 def spline_values(x: torch.Tensor, knots: torch.Tensor, coef: torch.Tensor, k: int) -> torch.Tensor:

@@ -152,6 +152,7 @@ Intervals<T> intervals(const at::Tensor& knots, const std::optional<at::Tensor>&
   TORCH_CHECK(table->dim() == 2 && table->size(0) == knots.size(0) * (knots.size(1) - 1) && table->is_contiguous(),
               "table must be contiguous with one row per interval");
   TORCH_CHECK(table->size(1) >= 1 + k * (k + 1), "table must hold t_s and the local polynomials' coefficients");
+  TORCH_CHECK(table->numel() < std::numeric_limits<int32_t>::max(), "table too large for 32-bit offsets");
   TORCH_CHECK(table->scalar_type() == knots.scalar_type(), "table must be of the knots' dtype");
   return Intervals<T>{knots.const_data_ptr<T>(), knots.size(1), table->const_data_ptr<T>(), table->size(1),
                       nullptr, nullptr, nullptr};
@@ -171,12 +172,12 @@ constexpr int64_t kChunk = 64;
 template <typename T, int K>
 struct Chunk {
   alignas(64) T values[K + 1][kChunk];
-  alignas(64) T offset[kChunk];  // u = x - t_s for general knots
   alignas(64) int32_t span[kChunk];
 };
 
 // Evenly spaced knots: the interval and the K + 1 polynomials (powers P, row-major (P, K + 1))
-// in f = (x - t_0) / h - s, clamped to [0, 1] as the torch path does; per_step divides by h.
+// in f = (x - t_0) / h - s, clamped to [0, 1] as the torch path does: the bases (clamped at
+// 0), or with kPerStep their derivatives in x (divided by h).
 template <typename T, int K, int P, bool kPerStep>
 inline void cardinal_chunk(const T* x, const T* start, const T* step, const T* cardinal, int64_t last_interval,
                            int64_t count, Chunk<T, K>& chunk) {
@@ -196,14 +197,14 @@ inline void cardinal_chunk(const T* x, const T* start, const T* step, const T* c
       T v = coefficients[P - 1][r];
 #pragma GCC unroll 8
       for (int p = P - 2; p >= 0; --p) v = v * f + coefficients[p][r];
-      chunk.values[r][c] = v * scale;
+      chunk.values[r][c] = kPerStep ? v * scale : std::max(v, T(0));  // bases are clamped at 0
     }
     chunk.span[c] = static_cast<int32_t>(inside ? lower : T(-1));
   }
 }
 
 // General knots, at most 40 per input, given transposed (n_knots, in) from this chunk's first
-// input on: the interval s by counting knots <= x, and u = x - t_s.
+// input on: the interval s by counting knots <= x.
 template <typename T, int K>
 inline void counted_chunk(const T* x, const T* knots_by_row, int64_t n_in, int64_t n_knots, int64_t count,
                           Chunk<T, K>& chunk) {
@@ -215,11 +216,11 @@ inline void counted_chunk(const T* x, const T* knots_by_row, int64_t n_in, int64
 #pragma omp simd
     for (int64_t c = 0; c < count; ++c) position[c] += t[c] <= x[c];  // NaN counts 0
   }
+  const int32_t last = static_cast<int32_t>(n_knots - 2);
+#pragma omp simd
   for (int64_t c = 0; c < count; ++c) {
     const int32_t s = position[c] - 1;
-    const bool inside = s >= 0 && s <= n_knots - 2;
-    chunk.span[c] = inside ? s : -1;
-    chunk.offset[c] = inside ? x[c] - knots_by_row[s * n_in + c] : T(0);
+    chunk.span[c] = (s >= 0) & (s <= last) ? s : -1;
   }
 }
 
@@ -227,11 +228,33 @@ inline void counted_chunk(const T* x, const T* knots_by_row, int64_t n_in, int64
 template <typename T, int K>
 inline void searched_chunk(const T* x, const T* knots, int64_t n_knots, int64_t count, Chunk<T, K>& chunk) {
   for (int64_t c = 0; c < count; ++c) {
-    const T* t = knots + c * n_knots;
-    const int64_t s = count_at_or_below(t, n_knots, x[c]) - 1;
-    const bool inside = s >= 0 && s <= n_knots - 2;
-    chunk.span[c] = inside ? static_cast<int32_t>(s) : -1;
-    chunk.offset[c] = inside ? x[c] - t[s] : T(0);
+    const int64_t s = count_at_or_below(knots + c * n_knots, n_knots, x[c]) - 1;
+    chunk.span[c] = s >= 0 && s <= n_knots - 2 ? static_cast<int32_t>(s) : -1;
+  }
+}
+
+// General knots, the intervals found: the K + 1 local polynomials (degree P - 1) of each
+// entry's interval row (t_s, then the coefficients), by Horner's rule in u = x - t_s, the rows
+// gathered with 32-bit offsets (the caller checks the table is small enough); bases clamped at 0.
+template <typename T, int K, int P>
+inline void tabled_chunk(const T* x, const T* table, int64_t first_row, int64_t rows_per_input, int64_t columns,
+                         int64_t count, Chunk<T, K>& chunk) {
+  const int32_t stride = static_cast<int32_t>(columns);
+  const int32_t first_offset = static_cast<int32_t>(first_row * columns);
+  const int32_t input_offset = static_cast<int32_t>(rows_per_input * columns);
+#pragma omp simd
+  for (int64_t c = 0; c < count; ++c) {
+    const int32_t s = chunk.span[c];
+    const bool inside = s >= 0;
+    const int32_t row = first_offset + static_cast<int32_t>(c) * input_offset + (inside ? s : 0) * stride;
+    const T u = x[c] - table[row];
+#pragma GCC unroll 8
+    for (int r = 0; r <= K; ++r) {
+      T v = table[row + 1 + (P - 1) * (K + 1) + r];
+#pragma GCC unroll 8
+      for (int p = P - 2; p >= 0; --p) v = v * u + table[row + 1 + p * (K + 1) + r];
+      chunk.values[r][c] = inside ? (P == K + 1 ? std::max(v, T(0)) : v) : T(0);
+    }
   }
 }
 
@@ -247,8 +270,8 @@ struct Locator {
   const T* start;
   const T* step;
 
-  // Fills chunk.span and chunk.values[r][c] for c < count (P powers: K + 1 for values, K
-  // for derivatives; per_step: derivatives in x on evenly spaced knots).
+  // Fills chunk.span and chunk.values[r][c] for c < count (P powers: K + 1 for the bases,
+  // clamped at 0; K for their derivatives, in x with per_step on evenly spaced knots).
   template <int K, int P>
   inline void fill(const T* x, int64_t first, int64_t count, bool per_step, Chunk<T, K>& chunk) const {
     if (cardinal != nullptr) {
@@ -258,24 +281,14 @@ struct Locator {
     }
     if (knots_by_row != nullptr) counted_chunk<T, K>(x, knots_by_row + first, n_in, n_knots, count, chunk);
     else searched_chunk<T, K>(x, knots + first * n_knots, n_knots, count, chunk);
-    for (int64_t c = 0; c < count; ++c) {
-      const int32_t s = chunk.span[c];
-      if (s < 0) {
-        for (int r = 0; r <= K; ++r) chunk.values[r][c] = T(0);
-        continue;
-      }
-      const T* row = table + ((first + c) * (n_knots - 1) + s) * columns;
-      T values[K + 1];
-      horner(row, P - 1, K + 1, chunk.offset[c], values);
-      for (int r = 0; r <= K; ++r) chunk.values[r][c] = values[r];
-    }
+    tabled_chunk<T, K, P>(x, table, first * (n_knots - 1), n_knots - 1, columns, count, chunk);
   }
 };
 
 // A chunk's part of the features: for each column m < n_basis, entries c of the chunk at
-// row + m * n_in + c (the local value that lands there, clamped at 0, or 0); then the residual
-// column, or, without one, NaN in every column of a NaN input.
-template <typename T, int K>
+// row + m * n_in + c (the local value that lands there, or 0); then the residual column, or,
+// without one (kWithBase false), NaN in every column of a NaN input.
+template <typename T, int K, bool kWithBase>
 inline void write_chunk(const Chunk<T, K>& chunk, const T* x, const T* base, int64_t count, int64_t n_basis,
                         int64_t n_in, T* row) {
   for (int64_t m = 0; m < n_basis; ++m) {
@@ -286,11 +299,10 @@ inline void write_chunk(const Chunk<T, K>& chunk, const T* x, const T* base, int
       T v = T(0);
 #pragma GCC unroll 8
       for (int r = 0; r <= K; ++r) v = r_here == r ? chunk.values[r][c] : v;
-      v = std::max(v, T(0));
-      column[c] = base == nullptr && std::isnan(x[c]) ? x[c] : v;
+      column[c] = !kWithBase && std::isnan(x[c]) ? x[c] : v;
     }
   }
-  if (base != nullptr) std::copy(base, base + count, row + n_basis * n_in);
+  if (kWithBase) std::copy(base, base + count, row + n_basis * n_in);
 }
 
 // A chunk's input gradients: for each entry, the sum over its existing bases m of the incoming
@@ -371,8 +383,9 @@ at::Tensor basis_features(const at::Tensor& x, const std::optional<at::Tensor>& 
                                                            int64_t count, Chunk<T, K>& chunk) {
           const T* xs = X + b * n_in + first;
           locate.template fill<K, K + 1>(xs, first, count, false, chunk);
-          write_chunk<T, K>(chunk, xs, with_base ? R + b * n_in + first : nullptr, count, n_basis, n_in,
-                            out + b * width * n_in + first);
+          T* row = out + b * width * n_in + first;
+          if (with_base) write_chunk<T, K, true>(chunk, xs, R + b * n_in + first, count, n_basis, n_in, row);
+          else write_chunk<T, K, false>(chunk, xs, nullptr, count, n_basis, n_in, row);
         });
       }
     });
