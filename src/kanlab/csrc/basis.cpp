@@ -236,6 +236,8 @@ inline void searched_chunk(const T* x, const T* knots, int64_t n_knots, int64_t 
 // General knots, the intervals found: the K + 1 local polynomials (degree P - 1) of each
 // entry's interval row (t_s, then the coefficients), by Horner's rule in u = x - t_s, the rows
 // gathered with 32-bit offsets (the caller checks the table is small enough); bases clamped at 0.
+// Horner is written out here rather than calling horner(): through that call (values in a
+// local array) GCC no longer vectorizes the loop.
 template <typename T, int K, int P>
 inline void tabled_chunk(const T* x, const T* table, int64_t first_row, int64_t rows_per_input, int64_t columns,
                          int64_t count, Chunk<T, K>& chunk) {
