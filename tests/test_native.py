@@ -77,14 +77,19 @@ def test_features_and_gradients_equal_the_torch_path(dtype, k, kind, with_base):
 
 @pytest.mark.parametrize("k", [3, 7])  # the chunked path (k <= 5) and the entry-at-a-time one
 @pytest.mark.parametrize("kind", ["uniform", "adapted"])
-def test_wide_layers_span_several_chunks(k, kind):
-    """150 inputs: two full chunks of 64 and a partial one, against the torch path in float64."""
+@pytest.mark.parametrize("n_inputs", [1, 20, 40, 150])
+@pytest.mark.parametrize("grid", [5, 45])  # 45: more than 40 knots, found by bisection
+def test_rows_of_any_width_fill_the_chunks(k, kind, n_inputs, grid):
+    """150 inputs: two full chunks of 64 and a partial one per row; 40 and 20: one partial chunk
+    per row; 1: a narrow layer, taken by columns of samples (33: a partial chunk). Against the
+    torch path in float64 (the other tests here take 4 inputs, by columns: 257 samples, four
+    full chunks and a partial one)."""
     generator = torch.Generator().manual_seed(k)
-    knots = _knots(kind, 150, 5, k, torch.float64, generator)
+    knots = _knots(kind, n_inputs, grid, k, torch.float64, generator)
     plan = splines.plan_knots(knots, k)
-    x = torch.randn(33, 150, generator=generator, dtype=torch.float64) * 1.2
+    x = torch.randn(33, n_inputs, generator=generator, dtype=torch.float64) * 1.2
     base = torch.sin(x)
-    grad = torch.randn(33, 150 * (plan.n_basis + 1), generator=generator, dtype=torch.float64)
+    grad = torch.randn(33, n_inputs * (plan.n_basis + 1), generator=generator, dtype=torch.float64)
     fast, fast_grads = _features_and_input_gradient(x, base, plan, grad)
     with native.disabled():
         plain, plain_grads = _features_and_input_gradient(x, base, plan, grad)

@@ -412,7 +412,7 @@ class KANLinear(nn.Module):
         self._check_input(x)
         samples = x.reshape(-1, self.in_features)
         new_knots = splines.knots_from_samples(samples, self.grid_size, self.k, self.grid_eps)
-        new_coef = splines.refit_spline(self.grid, self.coef, self.k, new_knots, samples)
+        new_coef = splines.refit_spline(self.plan, self.coef, self.k, new_knots, samples)
         self.grid.copy_(new_knots)  # the layer's knot tables follow (see grid_changed)
         self.coef.copy_(new_coef)
 
@@ -435,7 +435,7 @@ class KANLinear(nn.Module):
         new = copy.deepcopy(self)
         new.grid_size = grid
         new.coef = nn.Parameter(
-            splines.refit_spline(self.grid, self.coef, self.k, new_knots, flat),
+            splines.refit_spline(self.plan, self.coef, self.k, new_knots, flat),
             requires_grad=self.coef.requires_grad,
         )
         new.grid = new_knots

@@ -14,6 +14,7 @@ edge vanishes for inputs far out of range: only the residual (base) function rem
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -324,14 +325,23 @@ def plan_knots(knots: torch.Tensor, k: int, uniform: bool | None = None) -> Knot
 
 
 def _cardinal_polynomials(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Power-basis coefficients of the ``k + 1`` uniform B-spline pieces on one interval
+    (new tensors each call, from the cached exact values; see ``_cardinal_coefficients``)."""
+    forward, derivative = _cardinal_coefficients(k)
+    return torch.tensor(forward, dtype=torch.float64), torch.tensor(derivative, dtype=torch.float64)
+
+
+@functools.lru_cache(maxsize=None)
+def _cardinal_coefficients(k: int) -> tuple[tuple[tuple[float, ...], ...], tuple[tuple[float, ...], ...]]:
     """Power-basis coefficients of the ``k + 1`` uniform B-spline pieces on one interval.
 
     On evenly spaced knots, with f = (x - t_s) / step in [0, 1), local basis r is a fixed
     polynomial of degree k in f: de Boor's recursion with every denominator p steps,
     ``N_r <- (r + 1 - f) N_r / p + (f + p - r) N_{r-1} / p``, run on exact rational
-    coefficient lists. Returns the ``(k + 1, k + 1)`` float64 matrix mapping
+    coefficient lists. Returns the ``(k + 1, k + 1)`` matrix (rows: powers) mapping
     ``[1, f, .., f^k]`` to the bases and the ``(k, k + 1)`` one mapping ``[1, .., f^(k-1)]`` to
-    their derivatives in f.
+    their derivatives in f, as nested tuples of floats; cached per ``k`` (constants of the
+    degree alone).
     """
 
     def times_linear(c: list, constant: int, slope: int) -> list:  # c(f) * (constant + slope f)
@@ -354,9 +364,11 @@ def _cardinal_polynomials(k: int) -> tuple[torch.Tensor, torch.Tensor]:
             carried = times_linear(temp, p - r - 1, 1)
         new.append(carried)
         values = new
-    forward = [[float(c[power]) if power < len(c) else 0.0 for c in values] for power in range(k + 1)]
-    derivative = [[float((power + 1) * c[power + 1]) if power + 1 < len(c) else 0.0 for c in values] for power in range(k)]
-    return torch.tensor(forward, dtype=torch.float64), torch.tensor(derivative, dtype=torch.float64)
+    forward = tuple(tuple(float(c[power]) if power < len(c) else 0.0 for c in values) for power in range(k + 1))
+    derivative = tuple(
+        tuple(float((power + 1) * c[power + 1]) if power + 1 < len(c) else 0.0 for c in values) for power in range(k)
+    )
+    return forward, derivative
 
 
 def _exporting() -> bool:
@@ -582,8 +594,9 @@ def bspline_basis(
     return slots.transpose(1, 2).reshape(*lead, flat.shape[1], plan.n_basis)
 
 
-def spline_values(x: torch.Tensor, knots: torch.Tensor, coef: torch.Tensor, k: int) -> torch.Tensor:
-    """Per-edge spline values ``(batch, out, in)`` for ``coef`` ``(out, in, G + k)``."""
+def spline_values(x: torch.Tensor, knots: torch.Tensor | KnotPlan, coef: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-edge spline values ``(batch, out, in)`` for ``coef`` ``(out, in, G + k)`` (``knots``
+    may be their ``KnotPlan``)."""
     basis = bspline_basis(x, knots, k)
     return torch.einsum("bim,oim->boi", basis, coef)
 
@@ -636,7 +649,7 @@ def points_across(knots: torch.Tensor, k: int, count: int) -> torch.Tensor:
 
 
 def refit_spline(
-    knots: torch.Tensor,
+    knots: torch.Tensor | KnotPlan,
     coef: torch.Tensor,
     k: int,
     new_knots: torch.Tensor,
@@ -649,7 +662,8 @@ def refit_spline(
     The fit is by least squares on the ``samples`` ``(batch, in)`` (where the function must be
     kept) together with ``fill_points`` evenly spaced points across each input's new interior
     range (default ``2 * (G' + k)``), so the system is never under-determined and the function
-    is also kept between samples. Returns ``(out, in, G' + k)``.
+    is also kept between samples. Returns ``(out, in, G' + k)``. ``knots`` may be given as
+    their ``KnotPlan`` (a layer's ``plan``), which saves rebuilding it.
     """
     n_new_basis = new_knots.shape[1] - k - 1
     count = 2 * n_new_basis if fill_points is None else fill_points

@@ -160,7 +160,8 @@ Intervals<T> intervals(const at::Tensor& knots, const std::optional<at::Tensor>&
 
 constexpr int64_t kMaxWidth = 17;
 
-// ---- Chunked paths for degrees 1..5: a row's inputs go in chunks of kChunk. A first pass
+// ---- Chunked paths for degrees 1..5: a row's inputs go in chunks of kChunk (a narrow layer's
+// samples go in chunks of kChunk per input instead, see for_each_chunk). A first pass
 // over the chunk finds every entry's interval and its k + 1 local values (in loops free of
 // branches, for the compiler's vectorizer, wherever the knots allow); a second pass writes
 // the chunk's part of each feature column (forward) or gathers the incoming gradient at the
@@ -177,8 +178,9 @@ struct Chunk {
 
 // Evenly spaced knots: the interval and the K + 1 polynomials (powers P, row-major (P, K + 1))
 // in f = (x - t_0) / h - s, clamped to [0, 1] as the torch path does: the bases (clamped at
-// 0), or with kPerStep their derivatives in x (divided by h).
-template <typename T, int K, int P, bool kPerStep>
+// 0), or with kPerStep their derivatives in x (divided by h). kOneInput: every entry belongs to
+// the input of start[0] and step[0] (a column of samples), else entry c to start[c], step[c].
+template <typename T, int K, int P, bool kPerStep, bool kOneInput>
 inline void cardinal_chunk(const T* x, const T* start, const T* step, const T* cardinal, int64_t last_interval,
                            int64_t count, Chunk<T, K>& chunk) {
   T coefficients[P][K + 1];
@@ -187,11 +189,12 @@ inline void cardinal_chunk(const T* x, const T* start, const T* step, const T* c
   const T last = static_cast<T>(last_interval);
 #pragma omp simd
   for (int64_t c = 0; c < count; ++c) {
-    const T scaled = (x[c] - start[c]) / step[c];
+    const T first = kOneInput ? start[0] : start[c], spacing = kOneInput ? step[0] : step[c];
+    const T scaled = (x[c] - first) / spacing;
     const T lower = std::floor(scaled);
     const bool inside = (lower >= T(0)) & (lower <= last);  // false for NaN
     const T f = std::min(std::max(scaled - lower, T(0)), T(1));
-    const T scale = kPerStep ? T(1) / step[c] : T(1);
+    const T scale = kPerStep ? T(1) / spacing : T(1);
 #pragma GCC unroll 8
     for (int r = 0; r <= K; ++r) {
       T v = coefficients[P - 1][r];
@@ -204,17 +207,24 @@ inline void cardinal_chunk(const T* x, const T* start, const T* step, const T* c
 }
 
 // General knots, at most 40 per input, given transposed (n_knots, in) from this chunk's first
-// input on: the interval s by counting knots <= x.
-template <typename T, int K>
-inline void counted_chunk(const T* x, const T* knots_by_row, int64_t n_in, int64_t n_knots, int64_t count,
+// input on (kOneInput: that input's own row of knots, shared by every entry): the interval s by
+// counting knots <= x.
+template <typename T, int K, bool kOneInput>
+inline void counted_chunk(const T* x, const T* knots, int64_t n_in, int64_t n_knots, int64_t count,
                           Chunk<T, K>& chunk) {
   int32_t position[kChunk];
 #pragma omp simd
   for (int64_t c = 0; c < count; ++c) position[c] = 0;
   for (int64_t j = 0; j < n_knots; ++j) {
-    const T* t = knots_by_row + j * n_in;
+    if constexpr (kOneInput) {
+      const T t = knots[j];
 #pragma omp simd
-    for (int64_t c = 0; c < count; ++c) position[c] += t[c] <= x[c];  // NaN counts 0
+      for (int64_t c = 0; c < count; ++c) position[c] += t <= x[c];  // NaN counts 0
+    } else {
+      const T* t = knots + j * n_in;
+#pragma omp simd
+      for (int64_t c = 0; c < count; ++c) position[c] += t[c] <= x[c];
+    }
   }
   const int32_t last = static_cast<int32_t>(n_knots - 2);
 #pragma omp simd
@@ -224,11 +234,12 @@ inline void counted_chunk(const T* x, const T* knots_by_row, int64_t n_in, int64
   }
 }
 
-// Any number of general knots, one entry at a time (bisection for long rows).
-template <typename T, int K>
+// Any number of general knots, one entry at a time (bisection for long rows); entry c among the
+// knots of row c, or with kOneInput all among row 0.
+template <typename T, int K, bool kOneInput>
 inline void searched_chunk(const T* x, const T* knots, int64_t n_knots, int64_t count, Chunk<T, K>& chunk) {
   for (int64_t c = 0; c < count; ++c) {
-    const int64_t s = count_at_or_below(knots + c * n_knots, n_knots, x[c]) - 1;
+    const int64_t s = count_at_or_below(knots + (kOneInput ? 0 : c) * n_knots, n_knots, x[c]) - 1;
     chunk.span[c] = s >= 0 && s <= n_knots - 2 ? static_cast<int32_t>(s) : -1;
   }
 }
@@ -236,6 +247,7 @@ inline void searched_chunk(const T* x, const T* knots, int64_t n_knots, int64_t 
 // General knots, the intervals found: the K + 1 local polynomials (degree P - 1) of each
 // entry's interval row (t_s, then the coefficients), by Horner's rule in u = x - t_s, the rows
 // gathered with 32-bit offsets (the caller checks the table is small enough); bases clamped at 0.
+// Entry c reads input first_row / rows_per_input + c, or (rows_per_input 0) all the same input.
 // Horner is written out here rather than calling horner(): through that call (values in a
 // local array) GCC no longer vectorizes the loop.
 template <typename T, int K, int P>
@@ -273,73 +285,116 @@ struct Locator {
   const T* step;
 
   // Fills chunk.span and chunk.values[r][c] for c < count (P powers: K + 1 for the bases,
-  // clamped at 0; K for their derivatives, in x with per_step on evenly spaced knots).
-  template <int K, int P>
+  // clamped at 0; K for their derivatives, in x with per_step on evenly spaced knots): entry c
+  // of input first + c (a row's inputs), or with kOneInput of input first (a column's samples).
+  template <int K, int P, bool kOneInput>
   inline void fill(const T* x, int64_t first, int64_t count, bool per_step, Chunk<T, K>& chunk) const {
     if (cardinal != nullptr) {
-      if (per_step) cardinal_chunk<T, K, P, true>(x, start + first, step + first, cardinal, n_knots - 2, count, chunk);
-      else cardinal_chunk<T, K, P, false>(x, start + first, step + first, cardinal, n_knots - 2, count, chunk);
+      if (per_step)
+        cardinal_chunk<T, K, P, true, kOneInput>(x, start + first, step + first, cardinal, n_knots - 2, count, chunk);
+      else
+        cardinal_chunk<T, K, P, false, kOneInput>(x, start + first, step + first, cardinal, n_knots - 2, count, chunk);
       return;
     }
-    if (knots_by_row != nullptr) counted_chunk<T, K>(x, knots_by_row + first, n_in, n_knots, count, chunk);
-    else searched_chunk<T, K>(x, knots + first * n_knots, n_knots, count, chunk);
-    tabled_chunk<T, K, P>(x, table, first * (n_knots - 1), n_knots - 1, columns, count, chunk);
+    if (kOneInput && n_knots <= 40) counted_chunk<T, K, true>(x, knots + first * n_knots, n_in, n_knots, count, chunk);
+    else if (knots_by_row != nullptr) counted_chunk<T, K, false>(x, knots_by_row + first, n_in, n_knots, count, chunk);
+    else searched_chunk<T, K, kOneInput>(x, knots + first * n_knots, n_knots, count, chunk);
+    tabled_chunk<T, K, P>(x, table, first * (n_knots - 1), kOneInput ? 0 : n_knots - 1, columns, count, chunk);
   }
 };
 
-// A chunk's part of the features: for each column m < n_basis, entries c of the chunk at
-// row + m * n_in + c (the local value that lands there, or 0); then the residual column, or,
-// without one (kWithBase false), NaN in every column of a NaN input.
-template <typename T, int K, bool kWithBase>
+// A chunk's part of the features. Its entries c are the inputs of one row (entry c at
+// column[c], for column = out + m * n_in), or, kColumn, samples of one input (entry c at
+// column[c * row_width]). Each basis column m < n_basis gets the local value that lands there,
+// or 0; then the residual column gets base (entry c at base[c], kColumn base[c * n_in]), or,
+// without one (kWithBase false), a NaN input makes all its columns NaN.
+template <typename T, int K, bool kWithBase, bool kColumn>
 inline void write_chunk(const Chunk<T, K>& chunk, const T* x, const T* base, int64_t count, int64_t n_basis,
-                        int64_t n_in, T* row) {
+                        int64_t n_in, int64_t row_width, T* out) {
   for (int64_t m = 0; m < n_basis; ++m) {
-    T* column = row + m * n_in;
+    T* column = out + m * n_in;
 #pragma omp simd
     for (int64_t c = 0; c < count; ++c) {
       const int32_t r_here = static_cast<int32_t>(m) + K - chunk.span[c];  // which local value is basis m
       T v = T(0);
 #pragma GCC unroll 8
       for (int r = 0; r <= K; ++r) v = r_here == r ? chunk.values[r][c] : v;
-      column[c] = !kWithBase && std::isnan(x[c]) ? x[c] : v;
+      column[kColumn ? c * row_width : c] = !kWithBase && std::isnan(x[c]) ? x[c] : v;
     }
   }
-  if (kWithBase) std::copy(base, base + count, row + n_basis * n_in);
+  if constexpr (kWithBase) {
+    T* column = out + n_basis * n_in;
+#pragma omp simd
+    for (int64_t c = 0; c < count; ++c) column[kColumn ? c * row_width : c] = base[kColumn ? c * n_in : c];
+  }
 }
 
-// A chunk's input gradients: for each entry, the sum over its existing bases m of the incoming
-// gradient at grad + m * n_in + c times the basis derivative; NaN for NaN inputs.
-template <typename T, int K>
+// A chunk's input gradients (entries as in write_chunk): for each entry, the sum over its
+// existing bases m of the incoming gradient at grad + m * n_in + c (kColumn: + c * row_width)
+// times the basis derivative, into out[c] (kColumn: out[c * n_in]); NaN for NaN inputs.
+template <typename T, int K, bool kColumn>
 inline void gather_chunk(const Chunk<T, K>& chunk, const T* x, const T* grad, int64_t count, int64_t n_basis,
-                         int64_t n_in, T* out) {
+                         int64_t n_in, int64_t row_width, T* out) {
 #pragma omp simd
   for (int64_t c = 0; c < count; ++c) {
     const int32_t span = chunk.span[c];
+    const int64_t entry = kColumn ? c * row_width : c;
     T sum = T(0);
 #pragma GCC unroll 8
     for (int r = 0; r <= K; ++r) {
       const int32_t m = span - K + r;
       const bool exists = (span >= 0) & (m >= 0) & (m < n_basis);
-      sum += exists ? grad[(exists ? m : 0) * n_in + c] * chunk.values[r][c] : T(0);
+      sum += exists ? grad[entry + (exists ? m : 0) * n_in] * chunk.values[r][c] : T(0);
     }
-    out[c] = std::isnan(x[c]) ? x[c] : sum;
+    out[kColumn ? c * n_in : c] = std::isnan(x[c]) ? x[c] : sum;
   }
 }
 
-// body(locate, b, first, count, chunk) for every chunk [first, first + count) of every
-// sample b's inputs, samples spread over torch's threads, each thread with its own scratch.
-template <typename T, int K, typename Body>
-inline void for_each_chunk(const Intervals<T>& intervals, const at::Tensor& knots, int64_t batch, Body body) {
+// Narrow layers (at most kNarrow inputs) go by columns: a row of a few inputs would leave most of
+// a chunk idle, so a chunk is kChunk samples of one input instead.
+constexpr int64_t kNarrow = 6;
+// Threads take tasks of at least kMinEntries (sample, input) entries: waking one costs more than
+// a smaller task saves.
+constexpr int64_t kMinEntries = 8192;
+
+// Finds intervals and local values (P powers, see Locator::fill) chunk by chunk, samples spread
+// over torch's threads, each thread with its own scratch, and hands each chunk on: wide layers
+// to row(b, first, count, chunk) for inputs [first, first + count) of sample b; narrow ones to
+// column(b, i, count, xs, chunk) for samples [b, b + count) of input i, whose values are xs.
+template <typename T, int K, int P, typename Row, typename Column>
+inline void for_each_chunk(const Intervals<T>& intervals, const at::Tensor& knots, const T* X, int64_t batch,
+                           bool per_step, Row row, Column column) {
   const int64_t n_in = knots.size(0), n_knots = knots.size(1);
-  const bool counted = intervals.cardinal == nullptr && n_knots <= 40;
+  const bool narrow = n_in <= kNarrow;
+  const bool counted = intervals.cardinal == nullptr && n_knots <= 40 && !narrow;
   const at::Tensor knots_by_row = counted ? knots.t().contiguous() : at::Tensor();
   const Locator<T> locate{intervals.knots, counted ? knots_by_row.template const_data_ptr<T>() : nullptr, n_in,
                           n_knots, intervals.table, intervals.columns, intervals.cardinal, intervals.start,
                           intervals.step};
-  at::parallel_for(0, batch, 16, [&](int64_t begin, int64_t end) {
+  if (narrow) {
+    const int64_t blocks = (batch + kChunk - 1) / kChunk;
+    at::parallel_for(0, blocks, std::max<int64_t>(1, kMinEntries / (kChunk * n_in)), [&](int64_t begin, int64_t end) {
+      Chunk<T, K> chunk;
+      alignas(64) T xs[kChunk];
+      for (int64_t block = begin; block < end; ++block) {
+        const int64_t b = block * kChunk, count = std::min(kChunk, batch - b);
+        for (int64_t i = 0; i < n_in; ++i) {
+          for (int64_t c = 0; c < count; ++c) xs[c] = X[(b + c) * n_in + i];
+          locate.template fill<K, P, true>(xs, i, count, per_step, chunk);
+          column(b, i, count, static_cast<const T*>(xs), chunk);
+        }
+      }
+    });
+    return;
+  }
+  at::parallel_for(0, batch, std::max<int64_t>(1, kMinEntries / n_in), [&](int64_t begin, int64_t end) {
     Chunk<T, K> chunk;
     for (int64_t b = begin; b < end; ++b)
-      for (int64_t first = 0; first < n_in; first += kChunk) body(locate, b, first, std::min(kChunk, n_in - first), chunk);
+      for (int64_t first = 0; first < n_in; first += kChunk) {
+        const int64_t count = std::min(kChunk, n_in - first);
+        locate.template fill<K, P, false>(X + b * n_in + first, first, count, per_step, chunk);
+        row(b, first, count, chunk);
+      }
   });
 }
 
@@ -381,14 +436,21 @@ at::Tensor basis_features(const at::Tensor& x, const std::optional<at::Tensor>& 
           }
         });
       } else {
-        for_each_chunk<T, K>(intervals_, knots, batch, [&](const Locator<T>& locate, int64_t b, int64_t first,
-                                                           int64_t count, Chunk<T, K>& chunk) {
-          const T* xs = X + b * n_in + first;
-          locate.template fill<K, K + 1>(xs, first, count, false, chunk);
-          T* row = out + b * width * n_in + first;
-          if (with_base) write_chunk<T, K, true>(chunk, xs, R + b * n_in + first, count, n_basis, n_in, row);
-          else write_chunk<T, K, false>(chunk, xs, nullptr, count, n_basis, n_in, row);
-        });
+        const int64_t row_width = width * n_in;
+        for_each_chunk<T, K, K + 1>(
+            intervals_, knots, X, batch, false,
+            [&](int64_t b, int64_t first, int64_t count, const Chunk<T, K>& chunk) {
+              const T* xs = X + b * n_in + first;
+              T* row = out + b * row_width + first;
+              if (with_base) write_chunk<T, K, true, false>(chunk, xs, R + b * n_in + first, count, n_basis, n_in, 0, row);
+              else write_chunk<T, K, false, false>(chunk, xs, nullptr, count, n_basis, n_in, 0, row);
+            },
+            [&](int64_t b, int64_t i, int64_t count, const T* xs, const Chunk<T, K>& chunk) {
+              T* column = out + b * row_width + i;
+              if (with_base)
+                write_chunk<T, K, true, true>(chunk, xs, R + b * n_in + i, count, n_basis, n_in, row_width, column);
+              else write_chunk<T, K, false, true>(chunk, xs, nullptr, count, n_basis, n_in, row_width, column);
+            });
       }
     });
   });
@@ -428,12 +490,17 @@ at::Tensor basis_features_backward(const at::Tensor& grad, const at::Tensor& x, 
           out[b * n_in + i] = std::isnan(xv) ? xv : sum;
         });
       } else {
-        for_each_chunk<T, K>(intervals_, knots, batch, [&](const Locator<T>& locate, int64_t b, int64_t first,
-                                                           int64_t count, Chunk<T, K>& chunk) {
-          const T* xs = X + b * n_in + first;
-          locate.template fill<K, K>(xs, first, count, true, chunk);
-          gather_chunk<T, K>(chunk, xs, G + b * width * n_in + first, count, n_basis, n_in, out + b * n_in + first);
-        });
+        const int64_t row_width = width * n_in;
+        for_each_chunk<T, K, K>(
+            intervals_, knots, X, batch, true,
+            [&](int64_t b, int64_t first, int64_t count, const Chunk<T, K>& chunk) {
+              gather_chunk<T, K, false>(chunk, X + b * n_in + first, G + b * row_width + first, count, n_basis, n_in,
+                                        0, out + b * n_in + first);
+            },
+            [&](int64_t b, int64_t i, int64_t count, const T* xs, const Chunk<T, K>& chunk) {
+              gather_chunk<T, K, true>(chunk, xs, G + b * row_width + i, count, n_basis, n_in, row_width,
+                                       out + b * n_in + i);
+            });
       }
     });
   });
