@@ -21,12 +21,16 @@
 
 namespace {
 
+// Rows of at most kMaxCounted knots are searched by counting the knots <= x, without branches;
+// longer ones by bisection.
+constexpr int64_t kMaxCounted = 40;
+
 // Knots of row t (ascending) at or below x; NaN counts as below every knot (0). Short rows
 // are counted without branches (no mispredictions), long ones by bisection.
 template <typename T>
 inline int64_t count_at_or_below(const T* t, int64_t n_knots, T x) {
   if (!(x >= t[0])) return 0;
-  if (n_knots <= 40) {
+  if (n_knots <= kMaxCounted) {
     int64_t count = 0;
     for (int64_t j = 0; j < n_knots; ++j) count += t[j] <= x;
     return count;
@@ -206,7 +210,7 @@ inline void cardinal_chunk(const T* x, const T* start, const T* step, const T* c
   }
 }
 
-// General knots, at most 40 per input, given transposed (n_knots, in) from this chunk's first
+// General knots, at most kMaxCounted per input, given transposed (n_knots, in) from this chunk's first
 // input on (kOneInput: that input's own row of knots, shared by every entry): the interval s by
 // counting knots <= x.
 template <typename T, int K, bool kOneInput>
@@ -276,7 +280,7 @@ inline void tabled_chunk(const T* x, const T* table, int64_t first_row, int64_t 
 template <typename T>
 struct Locator {
   const T* knots;           // (in, n_knots)
-  const T* knots_by_row;    // (n_knots, in), general knots with n_knots <= 40, else nullptr
+  const T* knots_by_row;    // (n_knots, in), general knots with n_knots <= kMaxCounted, else nullptr
   int64_t n_in, n_knots;
   const T* table;           // general knots: per-interval rows (t_s, coefficients)
   int64_t columns;
@@ -296,7 +300,8 @@ struct Locator {
         cardinal_chunk<T, K, P, false, kOneInput>(x, start + first, step + first, cardinal, n_knots - 2, count, chunk);
       return;
     }
-    if (kOneInput && n_knots <= 40) counted_chunk<T, K, true>(x, knots + first * n_knots, n_in, n_knots, count, chunk);
+    if (kOneInput && n_knots <= kMaxCounted)
+      counted_chunk<T, K, true>(x, knots + first * n_knots, n_in, n_knots, count, chunk);
     else if (knots_by_row != nullptr) counted_chunk<T, K, false>(x, knots_by_row + first, n_in, n_knots, count, chunk);
     else searched_chunk<T, K, kOneInput>(x, knots + first * n_knots, n_knots, count, chunk);
     tabled_chunk<T, K, P>(x, table, first * (n_knots - 1), kOneInput ? 0 : n_knots - 1, columns, count, chunk);
@@ -366,7 +371,7 @@ inline void for_each_chunk(const Intervals<T>& intervals, const at::Tensor& knot
                            bool per_step, Row row, Column column) {
   const int64_t n_in = knots.size(0), n_knots = knots.size(1);
   const bool narrow = n_in <= kNarrow;
-  const bool counted = intervals.cardinal == nullptr && n_knots <= 40 && !narrow;
+  const bool counted = intervals.cardinal == nullptr && n_knots <= kMaxCounted && !narrow;
   const at::Tensor knots_by_row = counted ? knots.t().contiguous() : at::Tensor();
   const Locator<T> locate{intervals.knots, counted ? knots_by_row.template const_data_ptr<T>() : nullptr, n_in,
                           n_knots, intervals.table, intervals.columns, intervals.cardinal, intervals.start,
@@ -442,7 +447,8 @@ at::Tensor basis_features(const at::Tensor& x, const std::optional<at::Tensor>& 
             [&](int64_t b, int64_t first, int64_t count, const Chunk<T, K>& chunk) {
               const T* xs = X + b * n_in + first;
               T* row = out + b * row_width + first;
-              if (with_base) write_chunk<T, K, true, false>(chunk, xs, R + b * n_in + first, count, n_basis, n_in, 0, row);
+              if (with_base)
+                write_chunk<T, K, true, false>(chunk, xs, R + b * n_in + first, count, n_basis, n_in, 0, row);
               else write_chunk<T, K, false, false>(chunk, xs, nullptr, count, n_basis, n_in, 0, row);
             },
             [&](int64_t b, int64_t i, int64_t count, const T* xs, const Chunk<T, K>& chunk) {
