@@ -7,7 +7,8 @@ import torch
 
 from conftest import random_knots
 from kanlab import KAN, KANLinear, native, splines
-from kanlab.layer import _FeatureWeight
+from kanlab import layer as layer_module
+from kanlab.layer import _FeatureWeight, _LocalProduct
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -97,13 +98,17 @@ def test_rows_of_any_width_fill_the_chunks(k, kind, n_inputs, grid):
         assert _relative(ours, theirs) < 1e-12
 
 
-def test_first_order_gradients_pass_gradcheck():
-    generator = torch.Generator().manual_seed(0)
-    knots = random_knots(3, 6 + 2 * 3 + 1, generator)
-    plan = splines.plan_knots(knots, 3)
-    low, high = splines.knot_span(knots, 3)
+def _gradcheck_inputs(generator):
+    """A plan of random knots (3 inputs, k = 3), x inside them and a residual, (20, 3) float64."""
+    plan = splines.plan_knots(random_knots(3, 6 + 2 * 3 + 1, generator), 3)
+    low, high = splines.knot_span(plan.knots, 3)
     x = (low + (high - low) * torch.rand(20, 3, generator=generator, dtype=torch.float64)).requires_grad_(True)
     base = torch.randn(20, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    return plan, x, base
+
+
+def test_first_order_gradients_pass_gradcheck():
+    plan, x, base = _gradcheck_inputs(torch.Generator().manual_seed(0))
     assert torch.autograd.gradcheck(lambda x, b: splines.basis_features(x, plan, base=b), (x, base))
 
 
@@ -210,3 +215,92 @@ def test_the_kernel_is_used_only_where_it_is_exact_to_use():
     assert not native.usable(x.to(torch.float16), 3)
     with native.disabled():
         assert not native.usable(x, 3)
+
+
+def _graph_names(tensor: torch.Tensor) -> set[str]:
+    """The names of every autograd node behind tensor."""
+    names, stack = set(), [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and type(node).__name__ not in names:
+            names.add(type(node).__name__)
+            stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+def _layer_results(layer, x, grad):
+    """Output and the gradients of x and every parameter, for (output * grad).sum()."""
+    layer.zero_grad()
+    x = x.clone().requires_grad_(True)
+    out = layer(x)
+    (out * grad).sum().backward()
+    parameters = (layer.coef, layer.scale_sp, layer.scale_base)
+    return [out.detach(), x.grad] + [p.grad if p.grad is not None else torch.zeros(()) for p in parameters]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("kind", ["uniform", "adapted"])
+@pytest.mark.parametrize("base_fun", ["silu", "zero"])
+@pytest.mark.parametrize("shape", [(3, 2), (2, 20), (20, 3), (9, 17)])  # by columns / rows, outputs below / from 16
+def test_local_product_equals_the_dense_path(dtype, k, kind, base_fun, shape, monkeypatch):
+    """The layer's compiled local product (no feature matrix) against the pure-torch dense path:
+    output and the gradients of x and every parameter, with a pruned edge, inputs on knots,
+    outside them and NaN."""
+    n_in, n_out = shape
+    generator = torch.Generator().manual_seed(k + 10 * n_in)
+    grid = 45 if k == 3 else 6  # k = 3: more knots than are counted (bisection)
+    layer = KANLinear(n_in, n_out, grid=grid, k=k, base_fun=base_fun, generator=generator, dtype=dtype)
+    x = torch.randn(300, n_in, generator=generator, dtype=torch.float64).to(dtype)
+    if kind == "adapted":
+        layer.update_grid(x)
+    with torch.no_grad():
+        layer.coef.normal_(generator=generator)
+        layer.scale_base.normal_(generator=generator)
+        layer.mask[0, n_in - 1] = 0.0
+    knots = layer.grid
+    x[0] = knots[:, 0]
+    x[1] = knots[:, k + 2]
+    x[2] = knots[:, -1]
+    x[3, 0] = 50.0
+    x[4, -1] = math.nan
+    grad = torch.randn(300, n_out, generator=generator, dtype=torch.float64).to(dtype)
+    finite = x.nan_to_num(0.5)
+    monkeypatch.setattr(layer_module, "_local_product_pays", lambda *shape: True)
+    local, local_finite = _layer_results(layer, x, grad), _layer_results(layer, finite, grad)
+    assert "_LocalProductBackward" in _graph_names(layer(x))
+    monkeypatch.setattr(layer_module, "_local_product_pays", lambda *shape: False)
+    dense = _layer_results(layer, x, grad)  # the compiled features: NaN inputs exactly as the local product
+    with native.disabled():
+        plain = _layer_results(layer, finite, grad)  # the torch path (its x-gradient is 0, not NaN, at NaN)
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5  # float32: sums in another order
+    for ours, theirs in [*zip(local, dense), *zip(local_finite, plain)]:
+        assert torch.equal(ours.isnan(), theirs.isnan())
+        ours, theirs = ours.nan_to_num(), theirs.nan_to_num()
+        assert (ours - theirs).abs().max() <= tolerance * theirs.abs().max().clamp_min(1)
+
+
+def test_local_product_passes_gradcheck_and_gradgradcheck():
+    """First order through the kernel; second order (a backward that builds a graph) through the
+    differentiable feature path it switches to."""
+    generator = torch.Generator().manual_seed(0)
+    plan, x, base = _gradcheck_inputs(generator)
+    weight = torch.randn(3, plan.n_basis + 1, 2, generator=generator, dtype=torch.float64, requires_grad=True)
+    function = lambda x, b, w: _LocalProduct.apply(x, b, w, plan)  # noqa: E731
+    assert torch.autograd.gradcheck(function, (x, base, weight))
+    assert torch.autograd.gradgradcheck(function, (x, base, weight))
+
+
+def test_local_product_is_taken_where_it_pays():
+    """Narrow layers always; wider ones once the grid makes the dense product the larger."""
+    pays = layer_module._local_product_pays
+    assert pays(2, 5, 8) and pays(5, 1, 8)
+    assert not pays(256, 256, 8) and not pays(64, 64, 13)
+    assert pays(64, 64, 53) and pays(256, 256, 103)
+    model = KAN([2, 3, 1], grid=5, seed=0, dtype=torch.float64)
+    names = _graph_names(model(torch.zeros(4, 2, dtype=torch.float64, requires_grad=True)))
+    assert "_LocalProductBackward" in names and "_BasisFeaturesBackward" not in names
+    names = _graph_names(KANLinear(64, 64, grid=5)(torch.zeros(4, 64)))
+    assert "_LocalProductBackward" not in names and "_FeatureWeightBackward" in names
+    with native.disabled():
+        assert "_LocalProductBackward" not in _graph_names(model(torch.zeros(4, 2, dtype=torch.float64)))

@@ -4,6 +4,8 @@ Small KANs spend most of a training step in the dozen small torch operations tha
 basis features and the layer's weight matrix; the kernel does the same arithmetic (the closed
 form on evenly spaced knots, Horner's rule on the same per-interval tables on others,
 clamping, the slot-major layout) in vectorized passes, forward and first-order backward.
+Where the dense product would be mostly zeros (narrow layers, large grids), ``local_product``
+skips the feature matrix and multiplies each entry's ``k + 1`` bases into the output directly.
 ``load()`` compiles it from the package's source with torch's C++ extension tools (g++ and
 ninja; about 20-40 s the first time, cached in ``build_directory`` or torch's extension
 folder after that; ``-march=native``, so for the machine that builds it) and registers it;
@@ -159,3 +161,26 @@ def feature_weight(coef: torch.Tensor, spline_scale: torch.Tensor, base_scale: t
     return torch.ops.kanlab_native.feature_weight(
         coef.contiguous(), spline_scale.contiguous(), None if base_scale is None else base_scale.contiguous()
     )
+
+
+def local_product(x: torch.Tensor, base: torch.Tensor | None, plan, weight: torch.Tensor) -> torch.Tensor:
+    """A layer's ``(N, out)`` output straight from the local bases, for ``weight`` ``(in, width, out)``
+    (see ``layer._LocalProduct``); degrees 1..5."""
+    return torch.ops.kanlab_native.local_product(
+        x.contiguous(), None if base is None else base.contiguous(), plan.knots.contiguous(), plan.value_table,
+        plan.k, *_closed_form(plan, plan.cardinal), weight.contiguous(),
+    )
+
+
+def local_product_backward(grad: torch.Tensor, x: torch.Tensor, base: torch.Tensor | None, plan, weight: torch.Tensor,
+                           needs: tuple[bool, bool, bool]) -> tuple:
+    """``local_product``'s first-order gradients for ``x``, ``base`` and ``weight``, each ``None``
+    where ``needs`` says it is not wanted."""
+    matrix, start, step = _closed_form(plan, plan.cardinal)
+    derivative = _closed_form(plan, plan.cardinal_derivative)[0]
+    grads = torch.ops.kanlab_native.local_product_backward(
+        grad, x.contiguous(), None if base is None else base.contiguous(), plan.knots.contiguous(), plan.value_table,
+        plan.derivative_table, plan.k, matrix, derivative, start, step, weight.contiguous(),
+        needs[0], needs[1] and base is not None, needs[2],
+    )
+    return tuple(g if need else None for g, need in zip(grads, needs))

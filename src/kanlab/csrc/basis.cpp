@@ -1,5 +1,6 @@
 // kanlab's compiled basis features: the B-spline layer's (batch, width * in) feature matrix
-// and its first-order input gradient, and the layer weight matrix that multiplies it.
+// and its first-order input gradient, and the layer weight matrix that multiplies it; and the
+// local product, the layer's output from the same local bases without the feature matrix.
 //
 // The same arithmetic as the pure-torch path in splines.py: on evenly spaced knots the closed
 // form (f = (x - t_0) / h - s, the same polynomials in f on every interval); on other knots
@@ -176,6 +177,7 @@ constexpr int64_t kChunk = 64;
 // known, its k + 1 local values.
 template <typename T, int K>
 struct Chunk {
+  static constexpr int kDegree = K;
   alignas(64) T values[K + 1][kChunk];
   alignas(64) int32_t span[kChunk];
 };
@@ -552,16 +554,370 @@ at::Tensor feature_weight(const at::Tensor& coef, const at::Tensor& spline_scale
   return weight;
 }
 
+// ---- The local product: a layer's output without its feature matrix. Each input has at most
+// k + 1 non-zero bases, so out[b, :] = sum_i (sum over those bases m of B_m(x[b, i]) weight[i, m, :]
+// + base[b, i] weight[i, n_basis, :]) costs batch * in * (k + 2) * n_out multiply-adds whatever
+// G is, and nothing of size batch * in * G is written. weight is (in, width, n_out): the slot-major
+// feature weight transposed. Inside, it is copied into padded rows (in, n_basis + 2k + 1, n_out): k
+// zero rows before and after each input's bases, its residual row last, so an entry on interval s
+// reads rows s .. s + k of its input whatever s is, with no test for bases that do not exist.
+
+namespace {
+
+// From this many outputs on, an entry's rows are taken whole (vectorized over outputs); below
+// it, each output is taken for the whole chunk (vectorized over the chunk's entries).
+constexpr int64_t kWideOut = 16;
+
+template <typename T>
+inline void axpy(T* __restrict__ row, T a, const T* __restrict__ w, int64_t n) {
+#pragma omp simd
+  for (int64_t o = 0; o < n; ++o) row[o] += a * w[o];
+}
+
+// Partial sums in one vector's worth of lanes: written so, GCC vectorizes it wherever it is
+// inlined (an omp simd reduction here was left scalar inside the callers' unrolled loops).
+template <typename T>
+inline T dot(const T* __restrict__ a, const T* __restrict__ b, int64_t n) {
+  constexpr int64_t kLanes = 64 / sizeof(T);
+  T partial[kLanes] = {};
+  int64_t o = 0;
+  for (; o + kLanes <= n; o += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) partial[l] += a[o + l] * b[o + l];
+  T sum = T(0);
+  for (; o < n; ++o) sum += a[o] * b[o];
+  for (int64_t l = 0; l < kLanes; ++l) sum += partial[l];
+  return sum;
+}
+
+// A chunk's entries as padded weight rows: entry c reads rows row[c] .. row[c] + K with the local
+// values v[r][c] (0 outside the knots), and its residual row base_row(c).
+template <typename T, int K>
+struct Rows {
+  alignas(64) T v[K + 1][kChunk];
+  alignas(64) int32_t row[kChunk];
+  int32_t base_first, base_step;  // base_row(c) = base_first + c * base_step
+
+  // Entry c belongs to input first_input + c * input_step (a row: step 1; a column: step 0).
+  inline void fill(const Chunk<T, K>& chunk, int64_t first_input, int64_t input_step, int64_t padded_rows,
+                   int64_t count) {
+    const int32_t first = static_cast<int32_t>(first_input * padded_rows);
+    const int32_t step = static_cast<int32_t>(input_step * padded_rows);
+#pragma omp simd
+    for (int64_t c = 0; c < count; ++c) {
+      const int32_t s = chunk.span[c];
+      const bool inside = s >= 0;
+      row[c] = first + static_cast<int32_t>(c) * step + (inside ? s : 0);
+#pragma GCC unroll 8
+      for (int r = 0; r <= K; ++r) v[r][c] = inside ? chunk.values[r][c] : T(0);
+    }
+    base_first = first + static_cast<int32_t>(padded_rows - 1);
+    base_step = step;
+  }
+};
+
+// Adds the chunk's entries to the output: kColumn (samples of one input), entry c to out row c;
+// else (inputs of one sample) all to out row 0. base[c * base_stride] is entry c's residual value;
+// without one (nullptr), a NaN input makes the output NaN, as its features do.
+template <typename T, int K, bool kColumn>
+inline void product_chunk(const Rows<T, K>& rows, const T* xs, const T* base, int64_t base_stride, const T* W,
+                          int64_t n_out, int64_t count, T* out) {
+  if (n_out >= kWideOut) {
+    for (int64_t c = 0; c < count; ++c) {
+      T* target = kColumn ? out + c * n_out : out;
+#pragma GCC unroll 8
+      for (int r = 0; r <= K; ++r) axpy(target, rows.v[r][c], W + (rows.row[c] + r) * n_out, n_out);
+      const int64_t base_row = rows.base_first + c * rows.base_step;
+      if (base != nullptr) axpy(target, base[c * base_stride], W + base_row * n_out, n_out);
+      else for (int64_t o = 0; o < n_out; ++o) target[o] += (std::isnan(xs[c]) ? xs[c] : T(0));
+    }
+    return;
+  }
+  for (int64_t o = 0; o < n_out; ++o) {
+    T total = T(0);
+#pragma omp simd reduction(+ : total)
+    for (int64_t c = 0; c < count; ++c) {
+      const int32_t base_row = rows.base_first + static_cast<int32_t>(c) * rows.base_step;
+      T sum = base != nullptr ? base[c * base_stride] * W[base_row * n_out + o] : (std::isnan(xs[c]) ? xs[c] : T(0));
+#pragma GCC unroll 8
+      for (int r = 0; r <= K; ++r) sum += rows.v[r][c] * W[(rows.row[c] + r) * n_out + o];
+      if constexpr (kColumn) out[c * n_out + o] += sum;
+      else total += sum;
+    }
+    if constexpr (!kColumn) out[o] += total;
+  }
+}
+
+// The chunk's input gradients, rows.v holding the bases' x-derivatives: entry c's sum over its
+// bases of v * <weight row, grad row>, grad row c (kColumn) or 0, into result[c * result_stride].
+template <typename T, int K, bool kColumn>
+inline void slope_chunk(const Rows<T, K>& rows, const T* xs, const T* G, const T* W, int64_t n_out, int64_t count,
+                        T* result, int64_t result_stride) {
+  alignas(64) T sums[kChunk];
+  if (n_out >= kWideOut) {
+    for (int64_t c = 0; c < count; ++c) {
+      const T* g = kColumn ? G + c * n_out : G;
+      T sum = T(0);
+#pragma GCC unroll 8
+      for (int r = 0; r <= K; ++r) sum += rows.v[r][c] * dot(W + (rows.row[c] + r) * n_out, g, n_out);
+      sums[c] = sum;
+    }
+  } else {
+#pragma omp simd
+    for (int64_t c = 0; c < count; ++c) sums[c] = T(0);
+    for (int64_t o = 0; o < n_out; ++o) {
+#pragma omp simd
+      for (int64_t c = 0; c < count; ++c) {
+        T sum = T(0);
+#pragma GCC unroll 8
+        for (int r = 0; r <= K; ++r) sum += rows.v[r][c] * W[(rows.row[c] + r) * n_out + o];
+        sums[c] += sum * (kColumn ? G[c * n_out + o] : G[o]);
+      }
+    }
+  }
+#pragma omp simd
+  for (int64_t c = 0; c < count; ++c) result[c * result_stride] = std::isnan(xs[c]) ? xs[c] : sums[c];
+}
+
+// Adds the chunk's part of the weight gradient into grad_w (padded, this thread's own): each
+// entry's value times its grad row (c, kColumn, or 0) at its rows and its residual value at its
+// residual row (without a residual, a NaN input makes its basis rows NaN, as the features do).
+// Below kWideOut outputs, entry c adds into copy c % kSpread of grad_w (copy_size apart), so that
+// consecutive entries on the same interval do not wait on each other's stores.
+constexpr int64_t kSpread = 4;
+
+template <typename T, int K, bool kColumn>
+inline void scatter_chunk(const Rows<T, K>& rows, const T* xs, const T* base, int64_t base_stride, const T* G,
+                          int64_t n_out, int64_t n_basis, int64_t count, T* grad_w_copies, int64_t copy_size) {
+  for (int64_t c = 0; c < count; ++c) {
+    const T* g = kColumn ? G + c * n_out : G;
+    T* grad_w = grad_w_copies + (n_out >= kWideOut ? 0 : (c % kSpread) * copy_size);
+#pragma GCC unroll 8
+    for (int r = 0; r <= K; ++r) {
+      T* target = grad_w + (rows.row[c] + r) * n_out;
+      const T v = rows.v[r][c];
+      if (n_out >= kWideOut) axpy(target, v, g, n_out);
+      else for (int64_t o = 0; o < n_out; ++o) target[o] += v * g[o];
+    }
+    T* residual = grad_w + (rows.base_first + c * rows.base_step) * n_out;
+    if (base != nullptr) {
+      axpy(residual, base[c * base_stride], g, n_out);
+    } else if (std::isnan(xs[c])) {
+      for (int64_t m = 0; m < n_basis; ++m)
+        for (int64_t o = 0; o < n_out; ++o) residual[(m + K + 1 - (n_basis + 2 * K + 1)) * n_out + o] += xs[c] * g[o];
+    }
+  }
+}
+
+struct LocalShape {
+  int64_t batch, n_in, n_basis, width, n_out, padded_rows;
+};
+
+LocalShape local_shape(const at::Tensor& x, const std::optional<at::Tensor>& base, const at::Tensor& knots, int64_t k,
+                       const at::Tensor& weight) {
+  check(x, knots, k);
+  TORCH_CHECK(k <= 5, "the local product takes degrees 1..5");
+  if (base.has_value()) TORCH_CHECK(base->sizes() == x.sizes() && base->is_contiguous(), "base must be like x");
+  const int64_t n_basis = knots.size(1) - k - 1, width = n_basis + (base.has_value() ? 1 : 0);
+  TORCH_CHECK(weight.dim() == 3 && weight.size(0) == x.size(1) && weight.size(1) == width && weight.is_contiguous(),
+              "weight must be a contiguous (in, width, out) tensor");
+  TORCH_CHECK(weight.scalar_type() == x.scalar_type(), "weight must have x's dtype");
+  const LocalShape shape{x.size(0), x.size(1), n_basis, width, weight.size(2), n_basis + 2 * k + 1};
+  TORCH_CHECK(shape.n_in * shape.padded_rows * std::max<int64_t>(1, shape.n_out) < std::numeric_limits<int32_t>::max(),
+              "weight too large for 32-bit offsets");
+  return shape;
+}
+
+// weight (in, width, n_out) into padded rows (in, n_basis + 2k + 1, n_out), see above; one plain
+// pass (these layers are small, and a few tensor operations would cost more than the copy).
+at::Tensor padded_weight(const at::Tensor& weight, const LocalShape& shape, int64_t k, bool with_base) {
+  at::Tensor padded = at::empty({shape.n_in, shape.padded_rows, shape.n_out}, weight.options());
+  AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "padded_weight", [&] {
+    const scalar_t* from = weight.const_data_ptr<scalar_t>();
+    scalar_t* to = padded.data_ptr<scalar_t>();
+    const int64_t n_out = shape.n_out, block = shape.n_basis * n_out;
+    for (int64_t i = 0; i < shape.n_in; ++i) {
+      scalar_t* rows = to + i * shape.padded_rows * n_out;
+      const scalar_t* source = from + i * shape.width * n_out;
+      std::fill(rows, rows + k * n_out, scalar_t(0));
+      std::copy(source, source + block, rows + k * n_out);
+      std::fill(rows + k * n_out + block, rows + (shape.padded_rows - 1) * n_out, scalar_t(0));
+      if (with_base) std::copy(source + block, source + block + n_out, rows + (shape.padded_rows - 1) * n_out);
+      else std::fill(rows + (shape.padded_rows - 1) * n_out, rows + shape.padded_rows * n_out, scalar_t(0));
+    }
+  });
+  return padded;
+}
+
+// The inverse for gradients: the sum of parts (copies, padded) back into (in, width, n_out).
+at::Tensor unpadded_sum(const at::Tensor& parts, const LocalShape& shape, int64_t k, bool with_base) {
+  at::Tensor result = at::empty({shape.n_in, shape.width, shape.n_out}, parts.options());
+  AT_DISPATCH_FLOATING_TYPES(parts.scalar_type(), "unpadded_sum", [&] {
+    const scalar_t* from = parts.const_data_ptr<scalar_t>();
+    scalar_t* to = result.data_ptr<scalar_t>();
+    const int64_t n_out = shape.n_out, padded = shape.padded_rows * n_out, copies = parts.size(0);
+    for (int64_t i = 0; i < shape.n_in; ++i)
+      for (int64_t m = 0; m < shape.width; ++m) {
+        const int64_t row = m < shape.n_basis ? m + k : shape.padded_rows - 1;
+        scalar_t* target = to + (i * shape.width + m) * n_out;
+        const scalar_t* source = from + (i * shape.padded_rows + row) * n_out;
+        std::copy(source, source + n_out, target);
+        for (int64_t copy = 1; copy < copies; ++copy)
+          for (int64_t o = 0; o < n_out; ++o) target[o] += source[copy * shape.n_in * padded + o];
+      }
+  });
+  return result;
+}
+
+}  // namespace
+
+// out (batch, n_out) = the layer's output (without bias or symbolic edges); degrees 1..5.
+at::Tensor local_product(const at::Tensor& x, const std::optional<at::Tensor>& base, const at::Tensor& knots,
+                         const std::optional<at::Tensor>& table, int64_t k, const std::optional<at::Tensor>& cardinal,
+                         const std::optional<at::Tensor>& start, const std::optional<at::Tensor>& step,
+                         const at::Tensor& weight) {
+  const LocalShape shape = local_shape(x, base, knots, k, weight);
+  const bool with_base = base.has_value();
+  const at::Tensor padded = padded_weight(weight, shape, k, with_base);
+  at::Tensor result = at::zeros({shape.batch, shape.n_out}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "local_product", [&] {
+    using T = scalar_t;
+    const T *X = x.const_data_ptr<T>(), *R = with_base ? base->const_data_ptr<T>() : nullptr;
+    const T* W = padded.const_data_ptr<T>();
+    T* out = result.data_ptr<T>();
+    const int64_t n_in = shape.n_in, n_out = shape.n_out, padded_rows = shape.padded_rows;
+    const Intervals<T> intervals_ = intervals<T>(knots, table, cardinal, start, step, k);
+    with_degree(k, [&](auto degree) {
+      constexpr int K = decltype(degree)::value;
+      if constexpr (K > 0) {
+        for_each_chunk<T, K, K + 1>(
+            intervals_, knots, X, shape.batch, false,
+            [&](int64_t b, int64_t first, int64_t count, const Chunk<T, K>& chunk) {
+              Rows<T, K> rows;
+              rows.fill(chunk, first, 1, padded_rows, count);
+              product_chunk<T, K, false>(rows, X + b * n_in + first, R ? R + b * n_in + first : nullptr, 1, W, n_out,
+                                         count, out + b * n_out);
+            },
+            [&](int64_t b, int64_t i, int64_t count, const T* xs, const Chunk<T, K>& chunk) {
+              Rows<T, K> rows;
+              rows.fill(chunk, i, 0, padded_rows, count);
+              product_chunk<T, K, true>(rows, xs, R ? R + b * n_in + i : nullptr, n_in, W, n_out, count,
+                                        out + b * n_out);
+            });
+      }
+    });
+  });
+  return result;
+}
+
+// Gradients of local_product's output from grad (batch, n_out): (grad_x, grad_base, grad_weight), each
+// computed only where asked (an empty tensor otherwise); derivative_table / cardinal_derivative
+// give the bases' x-derivatives, as in basis_features_backward. grad_weight sums per-thread parts.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> local_product_backward(
+    const at::Tensor& grad, const at::Tensor& x, const std::optional<at::Tensor>& base, const at::Tensor& knots,
+    const std::optional<at::Tensor>& table, const std::optional<at::Tensor>& derivative_table, int64_t k,
+    const std::optional<at::Tensor>& cardinal, const std::optional<at::Tensor>& cardinal_derivative,
+    const std::optional<at::Tensor>& start, const std::optional<at::Tensor>& step, const at::Tensor& weight,
+    bool need_x, bool need_base, bool need_weight) {
+  const LocalShape shape = local_shape(x, base, knots, k, weight);
+  const bool with_base = base.has_value();
+  const int64_t batch = shape.batch, n_in = shape.n_in, n_out = shape.n_out, padded_rows = shape.padded_rows;
+  TORCH_CHECK(grad.dim() == 2 && grad.size(0) == batch && grad.size(1) == n_out, "grad must be (batch, out)");
+  const at::Tensor g = grad.contiguous();
+  const at::Tensor padded = padded_weight(weight, shape, k, with_base);
+  at::Tensor grad_x = need_x ? at::empty_like(x) : at::empty({0}, x.options());
+  at::Tensor grad_base = need_base && with_base ? at::empty_like(x) : at::empty({0}, x.options());
+  const int64_t n_threads = need_weight ? at::get_num_threads() : 0;
+  const int64_t spread = n_out >= kWideOut ? 1 : kSpread, copy_size = n_in * padded_rows * n_out;
+  at::Tensor parts =
+      need_weight ? at::zeros({n_threads * spread, n_in, padded_rows, n_out}, x.options()) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "local_product_backward", [&] {
+    using T = scalar_t;
+    const T *X = x.const_data_ptr<T>(), *R = with_base ? base->const_data_ptr<T>() : nullptr;
+    const T *W = padded.const_data_ptr<T>(), *G = g.const_data_ptr<T>();
+    with_degree(k, [&](auto degree) {
+      constexpr int K = decltype(degree)::value;
+      if constexpr (K > 0) {
+        if (need_weight) {
+          T* P = parts.data_ptr<T>();
+          auto own_part = [&]() {
+            const int64_t thread = at::get_thread_num();
+            TORCH_CHECK(thread < n_threads, "more threads than at the start of the backward pass");
+            return P + thread * spread * copy_size;
+          };
+          const Intervals<T> values = intervals<T>(knots, table, cardinal, start, step, k);
+          for_each_chunk<T, K, K + 1>(
+              values, knots, X, batch, false,
+              [&](int64_t b, int64_t first, int64_t count, const Chunk<T, K>& chunk) {
+                Rows<T, K> rows;
+                rows.fill(chunk, first, 1, padded_rows, count);
+                scatter_chunk<T, K, false>(rows, X + b * n_in + first, R ? R + b * n_in + first : nullptr, 1,
+                                           G + b * n_out, n_out, shape.n_basis, count, own_part(), copy_size);
+              },
+              [&](int64_t b, int64_t i, int64_t count, const T* xs, const Chunk<T, K>& chunk) {
+                Rows<T, K> rows;
+                rows.fill(chunk, i, 0, padded_rows, count);
+                scatter_chunk<T, K, true>(rows, xs, R ? R + b * n_in + i : nullptr, n_in, G + b * n_out, n_out,
+                                          shape.n_basis, count, own_part(), copy_size);
+              });
+        }
+        if (need_x) {
+          T* out = grad_x.data_ptr<T>();
+          const Intervals<T> slopes = intervals<T>(knots, derivative_table, cardinal_derivative, start, step, k);
+          for_each_chunk<T, K, K>(
+              slopes, knots, X, batch, true,
+              [&](int64_t b, int64_t first, int64_t count, const Chunk<T, K>& chunk) {
+                Rows<T, K> rows;
+                rows.fill(chunk, first, 1, padded_rows, count);
+                slope_chunk<T, K, false>(rows, X + b * n_in + first, G + b * n_out, W, n_out, count,
+                                         out + b * n_in + first, 1);
+              },
+              [&](int64_t b, int64_t i, int64_t count, const T* xs, const Chunk<T, K>& chunk) {
+                Rows<T, K> rows;
+                rows.fill(chunk, i, 0, padded_rows, count);
+                slope_chunk<T, K, true>(rows, xs, G + b * n_out, W, n_out, count, out + b * n_in + i, n_in);
+              });
+        }
+      }
+    });
+    if (need_base && with_base) {  // grad_base[b, i] = <weight[i, n_basis, :], grad[b, :]>
+      T* out = grad_base.data_ptr<T>();
+      at::parallel_for(0, batch, std::max<int64_t>(1, kMinEntries / (n_in * std::max<int64_t>(1, n_out))),
+                       [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b)
+          for (int64_t i = 0; i < n_in; ++i) {
+            const T *w = W + ((i + 1) * padded_rows - 1) * n_out, *g_row = G + b * n_out;
+            if (n_out >= kWideOut) {
+              out[b * n_in + i] = dot(w, g_row, n_out);
+            } else {
+              T sum = T(0);
+              for (int64_t o = 0; o < n_out; ++o) sum += w[o] * g_row[o];
+              out[b * n_in + i] = sum;
+            }
+          }
+      });
+    }
+  });
+  at::Tensor grad_weight = need_weight ? unpadded_sum(parts, shape, k, with_base) : at::empty({0}, x.options());
+  return {grad_x, grad_base, grad_weight};
+}
+
 TORCH_LIBRARY(kanlab_native, m) {
   m.def("basis_features(Tensor x, Tensor? base, Tensor knots, Tensor? table, int k, Tensor? cardinal, Tensor? start, "
         "Tensor? step) -> Tensor");
   m.def("basis_features_backward(Tensor grad, Tensor x, Tensor knots, Tensor? derivative_table, int k, int width, "
         "Tensor? cardinal_derivative, Tensor? start, Tensor? step) -> Tensor");
   m.def("feature_weight(Tensor coef, Tensor spline_scale, Tensor? base_scale) -> Tensor");
+  m.def("local_product(Tensor x, Tensor? base, Tensor knots, Tensor? table, int k, Tensor? cardinal, Tensor? start, "
+        "Tensor? step, Tensor weight) -> Tensor");
+  m.def("local_product_backward(Tensor grad, Tensor x, Tensor? base, Tensor knots, Tensor? table, "
+        "Tensor? derivative_table, int k, Tensor? cardinal, Tensor? cardinal_derivative, Tensor? start, Tensor? step, "
+        "Tensor weight, bool need_x, bool need_base, bool need_weight) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(kanlab_native, CPU, m) {
   m.impl("basis_features", &basis_features);
   m.impl("basis_features_backward", &basis_features_backward);
   m.impl("feature_weight", &feature_weight);
+  m.impl("local_product", &local_product);
+  m.impl("local_product_backward", &local_product_backward);
 }
