@@ -32,7 +32,7 @@ from common import interleaved_medians, markdown_table, saved_bytes, write_secti
 import kanlab  # noqa: E402
 
 SIZES = [(1024, 64, 64, 5), (1024, 256, 256, 5), (4096, 256, 256, 10), (256, 784, 64, 5), (1024, 256, 256, 50),
-         (1024, 256, 256, 100)]
+         (1024, 256, 256, 100), (1024, 5, 1, 5), (1024, 5, 1, 50), (1024, 5, 1, 200)]  # last: the paper's narrow layers
 
 
 class DenseCoxDeBoor(nn.Module):
