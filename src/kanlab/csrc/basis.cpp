@@ -177,7 +177,6 @@ constexpr int64_t kChunk = 64;
 // known, its k + 1 local values.
 template <typename T, int K>
 struct Chunk {
-  static constexpr int kDegree = K;
   alignas(64) T values[K + 1][kChunk];
   alignas(64) int32_t span[kChunk];
 };
@@ -701,9 +700,9 @@ inline void scatter_chunk(const Rows<T, K>& rows, const T* xs, const T* base, in
     T* residual = grad_w + (rows.base_first + c * rows.base_step) * n_out;
     if (base != nullptr) {
       axpy(residual, base[c * base_stride], g, n_out);
-    } else if (std::isnan(xs[c])) {
+    } else if (std::isnan(xs[c])) {  // basis m's row lies n_basis + K - m rows above the residual's
       for (int64_t m = 0; m < n_basis; ++m)
-        for (int64_t o = 0; o < n_out; ++o) residual[(m + K + 1 - (n_basis + 2 * K + 1)) * n_out + o] += xs[c] * g[o];
+        for (int64_t o = 0; o < n_out; ++o) residual[(m - n_basis - K) * n_out + o] += xs[c] * g[o];
     }
   }
 }
