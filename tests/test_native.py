@@ -8,7 +8,7 @@ import torch
 from conftest import random_knots
 from kanlab import KAN, KANLinear, native, splines
 from kanlab import layer as layer_module
-from kanlab.layer import _FeatureWeight, _LocalProduct
+from kanlab.layer import _FeatureWeight, _KANLayer, _LocalProduct
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -241,12 +241,13 @@ def _layer_results(layer, x, grad):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("kind", ["uniform", "adapted"])
-@pytest.mark.parametrize("base_fun", ["silu", "zero"])
+@pytest.mark.parametrize("base_fun", ["silu", "zero", "tanh"])  # the fused layer (silu, zero) or the product alone
 @pytest.mark.parametrize("shape", [(3, 2), (2, 20), (20, 3), (9, 17)])  # by columns / rows, outputs below / from 16
 def test_local_product_equals_the_dense_path(dtype, k, kind, base_fun, shape, monkeypatch):
     """The layer's compiled local product (no feature matrix) against the pure-torch dense path:
     output and the gradients of x and every parameter, with a pruned edge, inputs on knots,
-    outside them and NaN."""
+    outside them and NaN. Silu or no residual take the fused layer (weight and residual built in
+    the kernel), any other residual the product of a weight built in torch."""
     n_in, n_out = shape
     generator = torch.Generator().manual_seed(k + 10 * n_in)
     grid = 45 if k == 3 else 6  # k = 3: more knots than are counted (bisection)
@@ -268,7 +269,8 @@ def test_local_product_equals_the_dense_path(dtype, k, kind, base_fun, shape, mo
     finite = x.nan_to_num(0.5)
     monkeypatch.setattr(layer_module, "_local_product_pays", lambda *shape: True)
     local, local_finite = _layer_results(layer, x, grad), _layer_results(layer, finite, grad)
-    assert "_LocalProductBackward" in _graph_names(layer(x))
+    fused = base_fun in ("silu", "zero")
+    assert ("_KANLayerBackward" if fused else "_LocalProductBackward") in _graph_names(layer(x))
     monkeypatch.setattr(layer_module, "_local_product_pays", lambda *shape: False)
     dense = _layer_results(layer, x, grad)  # the compiled features: NaN inputs exactly as the local product
     with native.disabled():
@@ -291,6 +293,23 @@ def test_local_product_passes_gradcheck_and_gradgradcheck():
     assert torch.autograd.gradgradcheck(function, (x, base, weight))
 
 
+@pytest.mark.parametrize("with_base", [True, False])
+def test_fused_layer_passes_gradcheck_and_gradgradcheck(with_base):
+    """The fused layer's first order through the kernel (x, coef and both scales, a pruned edge);
+    second order through the differentiable recomputation it switches to."""
+    generator = torch.Generator().manual_seed(1)
+    plan, x, _ = _gradcheck_inputs(generator)
+    parameters = [torch.randn(2, 3, *shape, generator=generator, dtype=torch.float64, requires_grad=True)
+                  for shape in ((plan.n_basis,), (), ())]
+    mask = torch.ones(2, 3, dtype=torch.float64)
+    mask[1, 0] = 0.0
+    if not with_base:
+        parameters = parameters[:2]
+    function = lambda x, *p: _KANLayer.apply(x, p[0], p[1], p[2] if with_base else None, mask, plan)  # noqa: E731
+    assert torch.autograd.gradcheck(function, (x, *parameters))
+    assert torch.autograd.gradgradcheck(function, (x, *parameters))
+
+
 def test_local_product_is_taken_where_it_pays():
     """Narrow layers always; wider ones once the grid makes the dense product the larger."""
     pays = layer_module._local_product_pays
@@ -299,8 +318,8 @@ def test_local_product_is_taken_where_it_pays():
     assert pays(64, 64, 53) and pays(256, 256, 103)
     model = KAN([2, 3, 1], grid=5, seed=0, dtype=torch.float64)
     names = _graph_names(model(torch.zeros(4, 2, dtype=torch.float64, requires_grad=True)))
-    assert "_LocalProductBackward" in names and "_BasisFeaturesBackward" not in names
+    assert names == {"_KANLayerBackward", "AccumulateGrad", "ViewBackward0"}  # one node per layer
     names = _graph_names(KANLinear(64, 64, grid=5)(torch.zeros(4, 64)))
-    assert "_LocalProductBackward" not in names and "_FeatureWeightBackward" in names
+    assert "_KANLayerBackward" not in names and "_FeatureWeightBackward" in names
     with native.disabled():
-        assert "_LocalProductBackward" not in _graph_names(model(torch.zeros(4, 2, dtype=torch.float64)))
+        assert "_KANLayerBackward" not in _graph_names(model(torch.zeros(4, 2, dtype=torch.float64)))

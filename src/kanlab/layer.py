@@ -150,6 +150,46 @@ class _LocalProduct(torch.autograd.Function):
         return grad_x, grad_base, grad_weight, None
 
 
+def _dense_weight(coef: torch.Tensor, spline_scale: torch.Tensor, base_scale: torch.Tensor | None) -> torch.Tensor:
+    """Weights ``(out, (G + k [+ 1]) * in)`` matching ``splines.basis_features`` columns (slot-major),
+    in differentiable torch operations."""
+    weight = spline_scale.unsqueeze(1) * coef.transpose(1, 2)
+    if base_scale is not None:
+        weight = torch.cat([weight, base_scale.unsqueeze(1)], dim=1)
+    return weight.reshape(coef.shape[0], -1)
+
+
+class _KANLayer(torch.autograd.Function):
+    """A whole layer with the silu residual (or none) in one call of the compiled kernel
+    (``native.kan_layer``): the local product with the weight built from ``coef``, ``scale_sp``,
+    ``scale_base`` and ``mask`` inside the kernel, so the step has one graph node per layer
+    instead of a dozen. A backward that builds a graph (second derivatives) recomputes the
+    layer in differentiable torch operations and differentiates that."""
+
+    @staticmethod
+    def forward(ctx, x, coef, scale_sp, scale_base, mask, plan):
+        ctx.save_for_backward(x, coef, scale_sp, scale_base, mask)
+        ctx.plan = plan
+        return native.kan_layer(x, plan, coef, scale_sp, scale_base, mask)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, coef, scale_sp, scale_base, mask = ctx.saved_tensors
+        needs = tuple(ctx.needs_input_grad[:4])
+        if not torch.is_grad_enabled():
+            return (*native.kan_layer_backward(grad, x, ctx.plan, coef, scale_sp, scale_base, mask, needs), None, None)
+        # create_graph: x enters the recomputation once (its silu is computed there), so every
+        # path from x to the output is counted once.
+        inputs = (x, coef, scale_sp, scale_base)
+        wanted = [tensor for tensor, need in zip(inputs, needs) if need]
+        with torch.enable_grad():
+            base = F.silu(x) if scale_base is not None else None
+            features = splines.basis_features(x, ctx.plan, base=base)
+            out = F.linear(features, _dense_weight(coef, mask * scale_sp, None if base is None else mask * scale_base))
+            found = iter(torch.autograd.grad(out, wanted, grad, create_graph=True))
+        return (*(next(found) if need else None for need in needs), None, None)
+
+
 class KANLinear(nn.Module):
     """A KAN layer mapping ``(*, in_features)`` to ``(*, out_features)``.
 
@@ -294,10 +334,7 @@ class KANLinear(nn.Module):
         base_scale = mask * self.scale_base if with_base else None
         if native.usable(self.coef, self.k):
             return _FeatureWeight.apply(self.coef, spline_scale, base_scale)
-        weight = spline_scale.unsqueeze(1) * self.coef.transpose(1, 2)
-        if with_base:
-            weight = torch.cat([weight, base_scale.unsqueeze(1)], dim=1)
-        return weight.reshape(self.out_features, -1)
+        return _dense_weight(self.coef, spline_scale, base_scale)
 
     def _local_weight(self, with_base: bool) -> torch.Tensor:
         """Weights ``(in, width, out)`` for ``_LocalProduct``: the feature weight's transpose."""
@@ -330,14 +367,19 @@ class KANLinear(nn.Module):
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features)
         with_base = self.base_fun_name != "zero"
-        base = self.base_fun(flat) if with_base else None
         if not edge_norms and self._takes_local_product(flat):
-            out = _LocalProduct.apply(flat, base, self._local_weight(with_base), self.plan)
+            if self.base_fun_name in ("silu", "zero"):
+                scale_base = self.scale_base if with_base else None
+                out = _KANLayer.apply(flat, self.coef, self.scale_sp, scale_base, self.numeric_mask(), self.plan)
+            else:
+                base = self.base_fun(flat)
+                out = _LocalProduct.apply(flat, base, self._local_weight(with_base), self.plan)
             if self.bias is not None:
                 out = out + self.bias
             if self._symbolic_groups:
                 out = out + self._symbolic_output(flat)
             return out.reshape(*lead, self.out_features), None
+        base = self.base_fun(flat) if with_base else None
         features = splines.basis_features(flat, self.plan, base=base)
         weight = self._feature_weight(with_base)
         out = F.linear(features, weight, self.bias)

@@ -184,3 +184,31 @@ def local_product_backward(grad: torch.Tensor, x: torch.Tensor, base: torch.Tens
         needs[0], needs[1] and base is not None, needs[2],
     )
     return tuple(g if need else None for g, need in zip(grads, needs))
+
+
+def kan_layer(x: torch.Tensor, plan, coef: torch.Tensor, scale_sp: torch.Tensor, scale_base: torch.Tensor | None,
+              mask: torch.Tensor) -> torch.Tensor:
+    """A layer's ``(N, out)`` output from its parameters in one call (see ``layer._KANLayer``): the
+    local product with the weight ``mask * scale_sp * coef`` and, when ``scale_base`` is given, the
+    residual ``mask * scale_base * silu(x)``; degrees 1..5."""
+    return torch.ops.kanlab_native.kan_layer(
+        x.contiguous(), plan.knots.contiguous(), plan.value_table, plan.k, *_closed_form(plan, plan.cardinal),
+        coef.contiguous(), scale_sp.contiguous(), None if scale_base is None else scale_base.contiguous(),
+        mask.contiguous(),
+    )
+
+
+def kan_layer_backward(grad: torch.Tensor, x: torch.Tensor, plan, coef: torch.Tensor, scale_sp: torch.Tensor,
+                       scale_base: torch.Tensor | None, mask: torch.Tensor,
+                       needs: tuple[bool, bool, bool, bool]) -> tuple:
+    """``kan_layer``'s first-order gradients for ``x``, ``coef``, ``scale_sp`` and ``scale_base``,
+    each ``None`` where ``needs`` says it is not wanted."""
+    matrix, start, step = _closed_form(plan, plan.cardinal)
+    derivative = _closed_form(plan, plan.cardinal_derivative)[0]
+    needs = (needs[0], needs[1], needs[2], needs[3] and scale_base is not None)
+    grads = torch.ops.kanlab_native.kan_layer_backward(
+        grad, x.contiguous(), plan.knots.contiguous(), plan.value_table, plan.derivative_table, plan.k, matrix,
+        derivative, start, step, coef.contiguous(), scale_sp.contiguous(),
+        None if scale_base is None else scale_base.contiguous(), mask.contiguous(), *needs,
+    )
+    return tuple(g if need else None for g, need in zip(grads, needs))

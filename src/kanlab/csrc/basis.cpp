@@ -239,13 +239,31 @@ inline void counted_chunk(const T* x, const T* knots, int64_t n_in, int64_t n_kn
   }
 }
 
-// Any number of general knots, one entry at a time (bisection for long rows); entry c among the
-// knots of row c, or with kOneInput all among row 0.
+// Any number of general knots: the interval s by a bisection without branches (positions move
+// by halving powers of two, each step a vectorized gather), entry c among the knots of row c, or
+// with kOneInput all among row 0. position ends as the count of knots <= x (0 for NaN).
 template <typename T, int K, bool kOneInput>
 inline void searched_chunk(const T* x, const T* knots, int64_t n_knots, int64_t count, Chunk<T, K>& chunk) {
+  const int32_t n = static_cast<int32_t>(n_knots);
+  int32_t top = 1;
+  while (top * 2 <= n) top *= 2;
+  alignas(64) int32_t position[kChunk];
+#pragma omp simd
+  for (int64_t c = 0; c < count; ++c) position[c] = 0;
+  for (int32_t step = top; step > 0; step >>= 1) {
+#pragma omp simd
+    for (int64_t c = 0; c < count; ++c) {
+      const int32_t next = position[c] + step;
+      const bool fits = next <= n;
+      const T knot = knots[(kOneInput ? 0 : c * n_knots) + (fits ? next - 1 : 0)];
+      position[c] = fits && knot <= x[c] ? next : position[c];
+    }
+  }
+  const int32_t last = n - 2;
+#pragma omp simd
   for (int64_t c = 0; c < count; ++c) {
-    const int64_t s = count_at_or_below(knots + (kOneInput ? 0 : c) * n_knots, n_knots, x[c]) - 1;
-    chunk.span[c] = s >= 0 && s <= n_knots - 2 ? static_cast<int32_t>(s) : -1;
+    const int32_t s = position[c] - 1;
+    chunk.span[c] = (s >= 0) & (s <= last) ? s : -1;
   }
 }
 
@@ -767,16 +785,13 @@ at::Tensor unpadded_sum(const at::Tensor& parts, const LocalShape& shape, int64_
   return result;
 }
 
-}  // namespace
-
-// out (batch, n_out) = the layer's output (without bias or symbolic edges); degrees 1..5.
-at::Tensor local_product(const at::Tensor& x, const std::optional<at::Tensor>& base, const at::Tensor& knots,
-                         const std::optional<at::Tensor>& table, int64_t k, const std::optional<at::Tensor>& cardinal,
-                         const std::optional<at::Tensor>& start, const std::optional<at::Tensor>& step,
-                         const at::Tensor& weight) {
-  const LocalShape shape = local_shape(x, base, knots, k, weight);
+// out (batch, n_out) from the padded weight (see padded_weight).
+at::Tensor product_from_padded(const at::Tensor& x, const std::optional<at::Tensor>& base, const at::Tensor& knots,
+                               const std::optional<at::Tensor>& table, int64_t k,
+                               const std::optional<at::Tensor>& cardinal, const std::optional<at::Tensor>& start,
+                               const std::optional<at::Tensor>& step, const at::Tensor& padded,
+                               const LocalShape& shape) {
   const bool with_base = base.has_value();
-  const at::Tensor padded = padded_weight(weight, shape, k, with_base);
   at::Tensor result = at::zeros({shape.batch, shape.n_out}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "local_product", [&] {
     using T = scalar_t;
@@ -808,23 +823,23 @@ at::Tensor local_product(const at::Tensor& x, const std::optional<at::Tensor>& b
   return result;
 }
 
-// Gradients of local_product's output from grad (batch, n_out): (grad_x, grad_base, grad_weight), each
-// computed only where asked (an empty tensor otherwise); derivative_table / cardinal_derivative
-// give the bases' x-derivatives, as in basis_features_backward. grad_weight sums per-thread parts.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> local_product_backward(
+// Gradients of the product's output from grad (batch, n_out) and the padded weight: (grad_x,
+// grad_base, parts), each computed only where asked (an empty tensor otherwise); parts are the
+// padded weight gradient's per-thread copies, (copies, in, padded_rows, n_out), to be summed.
+// derivative_table / cardinal_derivative give the bases' x-derivatives, as in
+// basis_features_backward.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> product_backward_from_padded(
     const at::Tensor& grad, const at::Tensor& x, const std::optional<at::Tensor>& base, const at::Tensor& knots,
     const std::optional<at::Tensor>& table, const std::optional<at::Tensor>& derivative_table, int64_t k,
     const std::optional<at::Tensor>& cardinal, const std::optional<at::Tensor>& cardinal_derivative,
-    const std::optional<at::Tensor>& start, const std::optional<at::Tensor>& step, const at::Tensor& weight,
-    bool need_x, bool need_base, bool need_weight) {
-  const LocalShape shape = local_shape(x, base, knots, k, weight);
+    const std::optional<at::Tensor>& start, const std::optional<at::Tensor>& step, const at::Tensor& padded,
+    const LocalShape& shape, bool need_x, bool need_base, bool need_weight) {
   const bool with_base = base.has_value();
   const int64_t batch = shape.batch, n_in = shape.n_in, n_out = shape.n_out, padded_rows = shape.padded_rows;
   TORCH_CHECK(grad.dim() == 2 && grad.size(0) == batch && grad.size(1) == n_out, "grad must be (batch, out)");
   const at::Tensor g = grad.contiguous();
-  const at::Tensor padded = padded_weight(weight, shape, k, with_base);
   at::Tensor grad_x = need_x ? at::empty_like(x) : at::empty({0}, x.options());
-  at::Tensor grad_base = need_base && with_base ? at::empty_like(x) : at::empty({0}, x.options());
+  at::Tensor grad_base = at::empty({0}, x.options());
   const int64_t n_threads = need_weight ? at::get_num_threads() : 0;
   const int64_t spread = n_out >= kWideOut ? 1 : kSpread, copy_size = n_in * padded_rows * n_out;
   at::Tensor parts =
@@ -878,26 +893,169 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> local_product_backward(
         }
       }
     });
-    if (need_base && with_base) {  // grad_base[b, i] = <weight[i, n_basis, :], grad[b, :]>
-      T* out = grad_base.data_ptr<T>();
-      at::parallel_for(0, batch, std::max<int64_t>(1, kMinEntries / (n_in * std::max<int64_t>(1, n_out))),
-                       [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; ++b)
-          for (int64_t i = 0; i < n_in; ++i) {
-            const T *w = W + ((i + 1) * padded_rows - 1) * n_out, *g_row = G + b * n_out;
-            if (n_out >= kWideOut) {
-              out[b * n_in + i] = dot(w, g_row, n_out);
-            } else {
-              T sum = T(0);
-              for (int64_t o = 0; o < n_out; ++o) sum += w[o] * g_row[o];
-              out[b * n_in + i] = sum;
-            }
-          }
-      });
-    }
   });
-  at::Tensor grad_weight = need_weight ? unpadded_sum(parts, shape, k, with_base) : at::empty({0}, x.options());
+  // grad_base[b, i] = <weight[i, residual row, :], grad[b, :]>: one small matrix product
+  if (need_base && with_base) grad_base = at::mm(g, padded.select(1, padded_rows - 1).t());
+  return {grad_x, grad_base, need_weight ? parts : at::empty({0}, x.options())};
+}
+
+}  // namespace
+
+// out (batch, n_out) = the layer's output (without bias or symbolic edges); degrees 1..5.
+at::Tensor local_product(const at::Tensor& x, const std::optional<at::Tensor>& base, const at::Tensor& knots,
+                         const std::optional<at::Tensor>& table, int64_t k, const std::optional<at::Tensor>& cardinal,
+                         const std::optional<at::Tensor>& start, const std::optional<at::Tensor>& step,
+                         const at::Tensor& weight) {
+  const LocalShape shape = local_shape(x, base, knots, k, weight);
+  const at::Tensor padded = padded_weight(weight, shape, k, base.has_value());
+  return product_from_padded(x, base, knots, table, k, cardinal, start, step, padded, shape);
+}
+
+// Gradients of local_product's output from grad (batch, n_out): (grad_x, grad_base, grad_weight), each
+// computed only where asked (an empty tensor otherwise). grad_weight sums per-thread parts.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> local_product_backward(
+    const at::Tensor& grad, const at::Tensor& x, const std::optional<at::Tensor>& base, const at::Tensor& knots,
+    const std::optional<at::Tensor>& table, const std::optional<at::Tensor>& derivative_table, int64_t k,
+    const std::optional<at::Tensor>& cardinal, const std::optional<at::Tensor>& cardinal_derivative,
+    const std::optional<at::Tensor>& start, const std::optional<at::Tensor>& step, const at::Tensor& weight,
+    bool need_x, bool need_base, bool need_weight) {
+  const LocalShape shape = local_shape(x, base, knots, k, weight);
+  const at::Tensor padded = padded_weight(weight, shape, k, base.has_value());
+  auto [grad_x, grad_base, parts] = product_backward_from_padded(
+      grad, x, base, knots, table, derivative_table, k, cardinal, cardinal_derivative, start, step, padded, shape,
+      need_x, need_base, need_weight);
+  at::Tensor grad_weight = need_weight ? unpadded_sum(parts, shape, k, base.has_value()) : at::empty({0}, x.options());
   return {grad_x, grad_base, grad_weight};
+}
+
+// ---- The fused layer: kan_layer builds the padded weight straight from the layer's parameters
+// and computes the silu residual itself, so a small KAN's training step is one call per layer
+// forward and one backward, instead of a dozen small tensor operations and their graph nodes.
+// Padded row k + m of input i holds (mask * scale_sp)[o, i] * coef[o, i, m] for output o, the
+// last row (mask * scale_base)[o, i], the products in the order of the torch path's.
+
+namespace {
+
+LocalShape layer_shape(const at::Tensor& x, const at::Tensor& knots, int64_t k, const at::Tensor& coef,
+                       const at::Tensor& scale_sp, const std::optional<at::Tensor>& scale_base,
+                       const at::Tensor& mask) {
+  check(x, knots, k);
+  TORCH_CHECK(k <= 5, "the local product takes degrees 1..5");
+  const int64_t n_basis = knots.size(1) - k - 1;
+  TORCH_CHECK(coef.dim() == 3 && coef.size(1) == x.size(1) && coef.size(2) == n_basis && coef.is_contiguous(),
+              "coef must be a contiguous (out, in, n_basis) tensor");
+  for (const at::Tensor* t : {&coef, &scale_sp, &mask, scale_base.has_value() ? &*scale_base : &mask}) {
+    TORCH_CHECK(t->scalar_type() == x.scalar_type(), "the layer's parameters must have x's dtype");
+    if (t == &coef) continue;
+    TORCH_CHECK(t->dim() == 2 && t->size(0) == coef.size(0) && t->size(1) == coef.size(1) && t->is_contiguous(),
+                "scale_sp, scale_base and mask must be contiguous (out, in) tensors");
+  }
+  const LocalShape shape{x.size(0), x.size(1), n_basis, n_basis + (scale_base.has_value() ? 1 : 0), coef.size(0),
+                         n_basis + 2 * k + 1};
+  TORCH_CHECK(shape.n_in * shape.padded_rows * std::max<int64_t>(1, shape.n_out) < std::numeric_limits<int32_t>::max(),
+              "weight too large for 32-bit offsets");
+  return shape;
+}
+
+at::Tensor layer_padded_weight(const at::Tensor& coef, const at::Tensor& scale_sp,
+                               const std::optional<at::Tensor>& scale_base, const at::Tensor& mask,
+                               const LocalShape& shape, int64_t k) {
+  at::Tensor padded = at::zeros({shape.n_in, shape.padded_rows, shape.n_out}, coef.options());
+  AT_DISPATCH_FLOATING_TYPES(coef.scalar_type(), "layer_padded_weight", [&] {
+    using T = scalar_t;
+    const T *C = coef.const_data_ptr<T>(), *S = scale_sp.const_data_ptr<T>(), *M = mask.const_data_ptr<T>();
+    const T* B = scale_base.has_value() ? scale_base->const_data_ptr<T>() : nullptr;
+    T* P = padded.data_ptr<T>();
+    const int64_t n_in = shape.n_in, n_out = shape.n_out, n_basis = shape.n_basis, rows = shape.padded_rows;
+    for (int64_t o = 0; o < n_out; ++o)
+      for (int64_t i = 0; i < n_in; ++i) {
+        const int64_t edge = o * n_in + i;
+        const T spline_scale = M[edge] * S[edge];
+        T* column = P + i * rows * n_out + o;
+        for (int64_t m = 0; m < n_basis; ++m) column[(k + m) * n_out] = spline_scale * C[edge * n_basis + m];
+        if (B != nullptr) column[(rows - 1) * n_out] = M[edge] * B[edge];
+      }
+  });
+  return padded;
+}
+
+// The parameters' gradients from the padded weight gradient's parts (summed over its copies):
+// grad_coef = g * (mask * scale_sp), grad_scale_sp = sum_m g * coef * mask, grad_scale_base = g * mask.
+void layer_gradients(const at::Tensor& parts, const LocalShape& shape, int64_t k, const at::Tensor& coef,
+                     const at::Tensor& scale_sp, const at::Tensor& mask, at::Tensor& grad_coef, at::Tensor& grad_sp,
+                     at::Tensor& grad_base) {
+  AT_DISPATCH_FLOATING_TYPES(coef.scalar_type(), "layer_gradients", [&] {
+    using T = scalar_t;
+    const T *P = parts.const_data_ptr<T>(), *C = coef.const_data_ptr<T>(), *S = scale_sp.const_data_ptr<T>();
+    const T* M = mask.const_data_ptr<T>();
+    T* GC = grad_coef.defined() ? grad_coef.data_ptr<T>() : nullptr;
+    T* GS = grad_sp.defined() ? grad_sp.data_ptr<T>() : nullptr;
+    T* GB = grad_base.defined() ? grad_base.data_ptr<T>() : nullptr;
+    const int64_t n_in = shape.n_in, n_out = shape.n_out, n_basis = shape.n_basis, rows = shape.padded_rows;
+    const int64_t copies = parts.size(0), copy_size = n_in * rows * n_out;
+    auto total = [&](int64_t i, int64_t row, int64_t o) {
+      const T* source = P + (i * rows + row) * n_out + o;
+      T sum = source[0];
+      for (int64_t copy = 1; copy < copies; ++copy) sum += source[copy * copy_size];
+      return sum;
+    };
+    for (int64_t o = 0; o < n_out; ++o)
+      for (int64_t i = 0; i < n_in; ++i) {
+        const int64_t edge = o * n_in + i;
+        const T spline_scale = M[edge] * S[edge];
+        T slope = T(0);
+        for (int64_t m = 0; m < n_basis; ++m) {
+          const T g = total(i, k + m, o);
+          if (GC != nullptr) GC[edge * n_basis + m] = g * spline_scale;
+          slope += g * C[edge * n_basis + m];
+        }
+        if (GS != nullptr) GS[edge] = slope * M[edge];
+        if (GB != nullptr) GB[edge] = total(i, rows - 1, o) * M[edge];
+      }
+  });
+}
+
+}  // namespace
+
+// A KAN layer's output (batch, n_out) from x (batch, in) and its parameters: coef (out, in,
+// n_basis), scale_sp, scale_base (None: no residual; else the residual is silu(x)) and mask (out,
+// in); degrees 1..5. The same as local_product with the layer's weight and base.
+at::Tensor kan_layer(const at::Tensor& x, const at::Tensor& knots, const std::optional<at::Tensor>& table, int64_t k,
+                     const std::optional<at::Tensor>& cardinal, const std::optional<at::Tensor>& start,
+                     const std::optional<at::Tensor>& step, const at::Tensor& coef, const at::Tensor& scale_sp,
+                     const std::optional<at::Tensor>& scale_base, const at::Tensor& mask) {
+  const LocalShape shape = layer_shape(x, knots, k, coef, scale_sp, scale_base, mask);
+  const at::Tensor padded = layer_padded_weight(coef, scale_sp, scale_base, mask, shape, k);
+  const std::optional<at::Tensor> base = scale_base.has_value() ? std::optional<at::Tensor>(at::silu(x)) : std::nullopt;
+  return product_from_padded(x, base, knots, table, k, cardinal, start, step, padded, shape);
+}
+
+// kan_layer's first-order gradients (grad_x, grad_coef, grad_scale_sp, grad_scale_base) from grad
+// (batch, n_out), each computed only where asked (an empty tensor otherwise).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kan_layer_backward(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& knots, const std::optional<at::Tensor>& table,
+    const std::optional<at::Tensor>& derivative_table, int64_t k, const std::optional<at::Tensor>& cardinal,
+    const std::optional<at::Tensor>& cardinal_derivative, const std::optional<at::Tensor>& start,
+    const std::optional<at::Tensor>& step, const at::Tensor& coef, const at::Tensor& scale_sp,
+    const std::optional<at::Tensor>& scale_base, const at::Tensor& mask, bool need_x, bool need_coef,
+    bool need_scale_sp, bool need_scale_base) {
+  const LocalShape shape = layer_shape(x, knots, k, coef, scale_sp, scale_base, mask);
+  const bool with_base = scale_base.has_value();
+  need_scale_base = need_scale_base && with_base;
+  const at::Tensor padded = layer_padded_weight(coef, scale_sp, scale_base, mask, shape, k);
+  const std::optional<at::Tensor> base = with_base ? std::optional<at::Tensor>(at::silu(x)) : std::nullopt;
+  const bool need_weight = need_coef || need_scale_sp || need_scale_base;
+  auto [grad_x, grad_base, parts] = product_backward_from_padded(
+      grad, x, base, knots, table, derivative_table, k, cardinal, cardinal_derivative, start, step, padded, shape,
+      need_x, need_x && with_base, need_weight);
+  if (need_x && with_base) grad_x.add_(at::silu_backward(grad_base, x));
+  at::Tensor grad_coef = need_coef ? at::empty_like(coef) : at::Tensor();
+  at::Tensor grad_sp = need_scale_sp ? at::empty_like(scale_sp) : at::Tensor();
+  at::Tensor grad_base_scale = need_scale_base ? at::empty_like(scale_sp) : at::Tensor();
+  if (need_weight) layer_gradients(parts, shape, k, coef, scale_sp, mask, grad_coef, grad_sp, grad_base_scale);
+  const at::Tensor none = at::empty({0}, x.options());
+  return {need_x ? grad_x : none, need_coef ? grad_coef : none, need_scale_sp ? grad_sp : none,
+          need_scale_base ? grad_base_scale : none};
 }
 
 TORCH_LIBRARY(kanlab_native, m) {
@@ -911,6 +1069,12 @@ TORCH_LIBRARY(kanlab_native, m) {
   m.def("local_product_backward(Tensor grad, Tensor x, Tensor? base, Tensor knots, Tensor? table, "
         "Tensor? derivative_table, int k, Tensor? cardinal, Tensor? cardinal_derivative, Tensor? start, Tensor? step, "
         "Tensor weight, bool need_x, bool need_base, bool need_weight) -> (Tensor, Tensor, Tensor)");
+  m.def("kan_layer(Tensor x, Tensor knots, Tensor? table, int k, Tensor? cardinal, Tensor? start, Tensor? step, "
+        "Tensor coef, Tensor scale_sp, Tensor? scale_base, Tensor mask) -> Tensor");
+  m.def("kan_layer_backward(Tensor grad, Tensor x, Tensor knots, Tensor? table, Tensor? derivative_table, int k, "
+        "Tensor? cardinal, Tensor? cardinal_derivative, Tensor? start, Tensor? step, Tensor coef, Tensor scale_sp, "
+        "Tensor? scale_base, Tensor mask, bool need_x, bool need_coef, bool need_scale_sp, bool need_scale_base) "
+        "-> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(kanlab_native, CPU, m) {
@@ -919,4 +1083,6 @@ TORCH_LIBRARY_IMPL(kanlab_native, CPU, m) {
   m.impl("feature_weight", &feature_weight);
   m.impl("local_product", &local_product);
   m.impl("local_product_backward", &local_product_backward);
+  m.impl("kan_layer", &kan_layer);
+  m.impl("kan_layer_backward", &kan_layer_backward);
 }
