@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .model import KAN
+from .optim import LBFGS
 
 __all__ = ["fit", "regularization"]
 
@@ -208,7 +209,8 @@ def fit(
     ``dataset`` is pykan's dict (``train_input``, ``train_label``, ``test_input``,
     ``test_label``), an ``(X, y)`` pair of tensors or arrays, or a ``DataLoader`` of
     ``(x, y)`` batches (then ``test=(X, y)`` gives a test set). ``opt`` is ``"LBFGS"``
-    (torch's, strong-Wolfe line search, up to 20 iterations a step) or ``"Adam"``. ``batch``
+    (``kanlab.optim.LBFGS``: torch's algorithm, strong-Wolfe line search, up to 20
+    iterations a step) or ``"Adam"``. ``batch``
     is the mini-batch size (-1: the whole set). ``lamb*`` weight the regulariser (module
     docstring). With ``update_grid``, the grid is adapted to the current batch every
     ``stop_grid_update_step // grid_update_num`` steps while ``start_grid_update_step <= step
@@ -258,7 +260,7 @@ def fit(
     grid_every = max(1, stop_grid_update_step // max(1, grid_update_num))
     parameters = [p for p in model.parameters() if p.requires_grad]
     if opt == "LBFGS":
-        optimizer = torch.optim.LBFGS(
+        optimizer = LBFGS(
             parameters,
             lr=lr,
             history_size=10,

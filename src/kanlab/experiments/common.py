@@ -13,6 +13,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..optim import LBFGS
+
 __all__ = ["Result", "train_mlp", "mlp_parameters", "kan_parameters", "rmse", "Timer", "BestOnValidation"]
 
 
@@ -157,7 +159,7 @@ def minimize(parameters: list[torch.Tensor], objective: Callable[[], torch.Tenso
         optimizer = torch.optim.Adam(parameters, lr=lr)
     else:
         tolerances = {} if tolerance is None else {"tolerance_grad": tolerance, "tolerance_change": tolerance}
-        optimizer = torch.optim.LBFGS(parameters, lr=lr, history_size=10, line_search_fn="strong_wolfe", **tolerances)
+        optimizer = LBFGS(parameters, lr=lr, history_size=10, line_search_fn="strong_wolfe", **tolerances)
     scale = 1.0
     if normalise:
         with torch.no_grad():
