@@ -228,6 +228,24 @@ def _graph_names(tensor: torch.Tensor) -> set[str]:
     return names
 
 
+def _random_layer(n_in, n_out, k, kind, base_fun, dtype, generator):
+    """A layer with random parameters and a pruned edge, on uniform or adapted knots (k = 3: more
+    knots than are counted, so the search bisects), and 300 inputs, some on knots, one far out."""
+    grid = 45 if k == 3 else 6
+    layer = KANLinear(n_in, n_out, grid=grid, k=k, base_fun=base_fun, generator=generator, dtype=dtype)
+    x = torch.randn(300, n_in, generator=generator, dtype=torch.float64).to(dtype)
+    if kind == "adapted":
+        layer.update_grid(x)
+    with torch.no_grad():
+        layer.coef.normal_(generator=generator)
+        layer.scale_base.normal_(generator=generator)
+        layer.mask[0, n_in - 1] = 0.0
+    x[0] = layer.grid[:, 0]
+    x[1] = layer.grid[:, k + 2]
+    x[3, 0] = 50.0
+    return layer, x
+
+
 def _layer_results(layer, x, grad):
     """Output and the gradients of x and every parameter, for (output * grad).sum()."""
     layer.zero_grad()
@@ -250,20 +268,8 @@ def test_local_product_equals_the_dense_path(dtype, k, kind, base_fun, shape, mo
     the kernel), any other residual the product of a weight built in torch."""
     n_in, n_out = shape
     generator = torch.Generator().manual_seed(k + 10 * n_in)
-    grid = 45 if k == 3 else 6  # k = 3: more knots than are counted (bisection)
-    layer = KANLinear(n_in, n_out, grid=grid, k=k, base_fun=base_fun, generator=generator, dtype=dtype)
-    x = torch.randn(300, n_in, generator=generator, dtype=torch.float64).to(dtype)
-    if kind == "adapted":
-        layer.update_grid(x)
-    with torch.no_grad():
-        layer.coef.normal_(generator=generator)
-        layer.scale_base.normal_(generator=generator)
-        layer.mask[0, n_in - 1] = 0.0
-    knots = layer.grid
-    x[0] = knots[:, 0]
-    x[1] = knots[:, k + 2]
-    x[2] = knots[:, -1]
-    x[3, 0] = 50.0
+    layer, x = _random_layer(n_in, n_out, k, kind, base_fun, dtype, generator)
+    x[2] = layer.grid[:, -1]
     x[4, -1] = math.nan
     grad = torch.randn(300, n_out, generator=generator, dtype=torch.float64).to(dtype)
     finite = x.nan_to_num(0.5)
@@ -291,6 +297,43 @@ def test_local_product_passes_gradcheck_and_gradgradcheck():
     function = lambda x, b, w: _LocalProduct.apply(x, b, w, plan)  # noqa: E731
     assert torch.autograd.gradcheck(function, (x, base, weight))
     assert torch.autograd.gradgradcheck(function, (x, base, weight))
+
+
+def _regularised_results(layer, x, grad, grad_norms):
+    """Output, edge norms and the gradients of x and every parameter for (out * grad).sum() +
+    (norms * grad_norms).sum(), as a regularised training step takes them."""
+    layer.zero_grad()
+    x = x.clone().requires_grad_(True)
+    out, norms = layer.forward_with_edge_norms(x)
+    ((out * grad).sum() + (norms * grad_norms).sum()).backward()
+    return [out.detach(), norms.detach(), x.grad, layer.coef.grad, layer.scale_sp.grad,
+            layer.scale_base.grad if layer.scale_base.grad is not None else torch.zeros(())]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("kind", ["uniform", "adapted"])
+@pytest.mark.parametrize("base_fun", ["silu", "zero"])
+@pytest.mark.parametrize("shape", [(3, 2), (20, 3), (9, 17)])
+def test_fused_layer_with_edge_norms_equals_the_dense_path(dtype, k, kind, base_fun, shape, monkeypatch):
+    """Regularised training's fused layer (output and per-edge mean |phi| from the local values)
+    against the torch path's features and edge_mean_abs: values and every gradient, with a pruned
+    edge and inputs on knots and far outside them."""
+    n_in, n_out = shape
+    generator = torch.Generator().manual_seed(k + 10 * n_in + 1)
+    layer, x = _random_layer(n_in, n_out, k, kind, base_fun, dtype, generator)
+    grad = torch.randn(300, n_out, generator=generator, dtype=torch.float64).to(dtype)
+    grad_norms = torch.randn(n_out, n_in, generator=generator, dtype=torch.float64).to(dtype)
+    monkeypatch.setattr(layer_module, "_local_product_pays", lambda *shape: True)
+    fused = _regularised_results(layer, x, grad, grad_norms)
+    assert "_KANLayerWithNormsBackward" in _graph_names(layer.forward_with_edge_norms(x)[1])
+    with native.disabled():
+        plain = _regularised_results(layer, x, grad, grad_norms)
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+    for ours, theirs in zip(fused, plain):
+        assert (ours - theirs).abs().max() <= tolerance * theirs.abs().max().clamp_min(1)
+    explicit = layer.edge_activations(x, part="numeric").detach().abs().mean(0)  # (batch, out, in) kept here
+    assert (fused[1] - explicit).abs().max() <= tolerance * explicit.abs().max().clamp_min(1)
 
 
 @pytest.mark.parametrize("with_base", [True, False])

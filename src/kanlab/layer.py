@@ -180,13 +180,47 @@ class _KANLayer(torch.autograd.Function):
             return (*native.kan_layer_backward(grad, x, ctx.plan, coef, scale_sp, scale_base, mask, needs), None, None)
         # create_graph: x enters the recomputation once (its silu is computed there), so every
         # path from x to the output is counted once.
-        inputs = (x, coef, scale_sp, scale_base)
-        wanted = [tensor for tensor, need in zip(inputs, needs) if need]
+        wanted = [tensor for tensor, need in zip((x, coef, scale_sp, scale_base), needs) if need]
         with torch.enable_grad():
-            base = F.silu(x) if scale_base is not None else None
-            features = splines.basis_features(x, ctx.plan, base=base)
-            out = F.linear(features, _dense_weight(coef, mask * scale_sp, None if base is None else mask * scale_base))
+            (out,) = _dense_layer(x, coef, scale_sp, scale_base, mask, ctx.plan, edge_norms=False)
             found = iter(torch.autograd.grad(out, wanted, grad, create_graph=True))
+        return (*(next(found) if need else None for need in needs), None, None)
+
+
+def _dense_layer(x, coef, scale_sp, scale_base, mask, plan, edge_norms: bool):
+    """The fused layers' torch equivalent (silu residual or none), differentiable: the output and,
+    with ``edge_norms``, each edge's ``mean |phi|``."""
+    base = F.silu(x) if scale_base is not None else None
+    features = splines.basis_features(x, plan, base=base)
+    weight = _dense_weight(coef, mask * scale_sp, None if base is None else mask * scale_base)
+    out = F.linear(features, weight)
+    if not edge_norms:
+        return (out,)
+    shape = (weight.shape[1] // x.shape[1], x.shape[1])
+    return out, splines.edge_mean_abs(features.view(x.shape[0], *shape), weight.view(weight.shape[0], *shape))
+
+
+class _KANLayerWithNorms(torch.autograd.Function):
+    """``_KANLayer`` that also returns each edge's ``mean |phi|`` ``(out, in)`` for the sparsity
+    regulariser (``native.kan_layer_norms``), so regularised training keeps the local product."""
+
+    @staticmethod
+    def forward(ctx, x, coef, scale_sp, scale_base, mask, plan):
+        ctx.save_for_backward(x, coef, scale_sp, scale_base, mask)
+        ctx.plan = plan
+        return native.kan_layer_norms(x, plan, coef, scale_sp, scale_base, mask)
+
+    @staticmethod
+    def backward(ctx, grad, grad_norms):
+        x, coef, scale_sp, scale_base, mask = ctx.saved_tensors
+        needs = tuple(ctx.needs_input_grad[:4])
+        if not torch.is_grad_enabled():
+            grads = native.kan_layer_norms_backward(grad, grad_norms, x, ctx.plan, coef, scale_sp, scale_base, mask, needs)
+            return (*grads, None, None)
+        wanted = [tensor for tensor, need in zip((x, coef, scale_sp, scale_base), needs) if need]
+        with torch.enable_grad():
+            outputs = _dense_layer(x, coef, scale_sp, scale_base, mask, ctx.plan, edge_norms=True)
+            found = iter(torch.autograd.grad(outputs, wanted, (grad, grad_norms), create_graph=True))
         return (*(next(found) if need else None for need in needs), None, None)
 
 
@@ -358,19 +392,25 @@ class KANLinear(nn.Module):
         return self.forward_with_edge_norms(x, edge_norms=False)[0]
 
     def forward_with_edge_norms(self, x: torch.Tensor, edge_norms: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The output, and (if asked) each edge's spline-branch ``mean |phi|`` ``(out, in)``.
+        """The output, and (if asked) each edge's numeric-branch ``mean |phi|`` ``(out, in)``.
 
-        The edge norms reuse the forward pass's basis features, so the regulariser costs one
-        more product of the same size and never keeps a ``(batch, out, in)`` tensor.
+        The edge norms come from the forward pass's own local values (the fused local layer) or
+        basis features (the dense form), so the regulariser costs one more product of the same
+        size and never keeps a ``(batch, out, in)`` tensor.
         """
         self._check_input(x)
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features)
         with_base = self.base_fun_name != "zero"
-        if not edge_norms and self._takes_local_product(flat):
-            if self.base_fun_name in ("silu", "zero"):
-                scale_base = self.scale_base if with_base else None
-                out = _KANLayer.apply(flat, self.coef, self.scale_sp, scale_base, self.numeric_mask(), self.plan)
+        fused = self.base_fun_name in ("silu", "zero")
+        if (fused or not edge_norms) and self._takes_local_product(flat):
+            norms = None
+            if fused:
+                parameters = (flat, self.coef, self.scale_sp, self.scale_base if with_base else None, self.numeric_mask())
+                if edge_norms:
+                    out, norms = _KANLayerWithNorms.apply(*parameters, self.plan)
+                else:
+                    out = _KANLayer.apply(*parameters, self.plan)
             else:
                 base = self.base_fun(flat)
                 out = _LocalProduct.apply(flat, base, self._local_weight(with_base), self.plan)
@@ -378,7 +418,7 @@ class KANLinear(nn.Module):
                 out = out + self.bias
             if self._symbolic_groups:
                 out = out + self._symbolic_output(flat)
-            return out.reshape(*lead, self.out_features), None
+            return out.reshape(*lead, self.out_features), norms
         base = self.base_fun(flat) if with_base else None
         features = splines.basis_features(flat, self.plan, base=base)
         weight = self._feature_weight(with_base)

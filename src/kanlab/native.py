@@ -5,7 +5,9 @@ basis features and the layer's weight matrix; the kernel does the same arithmeti
 form on evenly spaced knots, Horner's rule on the same per-interval tables on others,
 clamping, the slot-major layout) in vectorized passes, forward and first-order backward.
 Where the dense product would be mostly zeros (narrow layers, large grids), ``local_product``
-skips the feature matrix and multiplies each entry's ``k + 1`` bases into the output directly.
+skips the feature matrix and multiplies each entry's ``k + 1`` bases into the output directly;
+``kan_layer`` (and ``kan_layer_norms``, which adds the regulariser's per-edge norms) does that
+for a whole layer with the silu residual, its weight built from the parameters inside.
 ``load()`` compiles it from the package's source with torch's C++ extension tools (g++ and
 ninja; about 20-40 s the first time, cached in ``build_directory`` or torch's extension
 folder after that; ``-march=native``, so for the machine that builds it) and registers it;
@@ -209,6 +211,33 @@ def kan_layer_backward(grad: torch.Tensor, x: torch.Tensor, plan, coef: torch.Te
     grads = torch.ops.kanlab_native.kan_layer_backward(
         grad, x.contiguous(), plan.knots.contiguous(), plan.value_table, plan.derivative_table, plan.k, matrix,
         derivative, start, step, coef.contiguous(), scale_sp.contiguous(),
+        None if scale_base is None else scale_base.contiguous(), mask.contiguous(), *needs,
+    )
+    return tuple(g if need else None for g, need in zip(grads, needs))
+
+
+def kan_layer_norms(x: torch.Tensor, plan, coef: torch.Tensor, scale_sp: torch.Tensor,
+                    scale_base: torch.Tensor | None, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``kan_layer``'s output and each edge's ``mean_b |phi(x)|`` ``(out, in)`` (the regulariser's
+    norms, residual included, as ``splines.edge_mean_abs`` of the features) in one call."""
+    return torch.ops.kanlab_native.kan_layer_norms(
+        x.contiguous(), plan.knots.contiguous(), plan.value_table, plan.k, *_closed_form(plan, plan.cardinal),
+        coef.contiguous(), scale_sp.contiguous(), None if scale_base is None else scale_base.contiguous(),
+        mask.contiguous(),
+    )
+
+
+def kan_layer_norms_backward(grad: torch.Tensor, grad_norms: torch.Tensor, x: torch.Tensor, plan, coef: torch.Tensor,
+                             scale_sp: torch.Tensor, scale_base: torch.Tensor | None, mask: torch.Tensor,
+                             needs: tuple[bool, bool, bool, bool]) -> tuple:
+    """``kan_layer_norms``' first-order gradients for ``x``, ``coef``, ``scale_sp`` and ``scale_base``
+    from the output's and the norms' gradients, each ``None`` where ``needs`` says it is not wanted."""
+    matrix, start, step = _closed_form(plan, plan.cardinal)
+    derivative = _closed_form(plan, plan.cardinal_derivative)[0]
+    needs = (needs[0], needs[1], needs[2], needs[3] and scale_base is not None)
+    grads = torch.ops.kanlab_native.kan_layer_norms_backward(
+        grad, grad_norms, x.contiguous(), plan.knots.contiguous(), plan.value_table, plan.derivative_table, plan.k,
+        matrix, derivative, start, step, coef.contiguous(), scale_sp.contiguous(),
         None if scale_base is None else scale_base.contiguous(), mask.contiguous(), *needs,
     )
     return tuple(g if need else None for g, need in zip(grads, needs))

@@ -1,6 +1,8 @@
 // kanlab's compiled basis features: the B-spline layer's (batch, width * in) feature matrix
 // and its first-order input gradient, and the layer weight matrix that multiplies it; and the
-// local product, the layer's output from the same local bases without the feature matrix.
+// local product, the layer's output from the same local bases without the feature matrix,
+// alone, for a whole layer from its parameters (kan_layer) and with the regulariser's per-edge
+// norms (kan_layer_norms).
 //
 // The same arithmetic as the pure-torch path in splines.py: on evenly spaced knots the closed
 // form (f = (x - t_0) / h - s, the same polynomials in f on every interval); on other knots
@@ -19,6 +21,7 @@
 #include <cstdint>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 namespace {
 
@@ -1015,6 +1018,23 @@ void layer_gradients(const at::Tensor& parts, const LocalShape& shape, int64_t k
   });
 }
 
+// The fused layers' backward results: x's gradient with the silu residual's part added, and the
+// parameters' gradients from the weight gradient's parts; an empty tensor for each one not asked.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_backward_result(
+    const at::Tensor& x, at::Tensor grad_x, const at::Tensor& grad_base, const at::Tensor& parts,
+    const LocalShape& shape, int64_t k, const at::Tensor& coef, const at::Tensor& scale_sp, const at::Tensor& mask,
+    bool with_base, bool need_x, bool need_coef, bool need_scale_sp, bool need_scale_base) {
+  if (need_x && with_base) grad_x.add_(at::silu_backward(grad_base, x));
+  at::Tensor grad_coef = need_coef ? at::empty_like(coef) : at::Tensor();
+  at::Tensor grad_sp = need_scale_sp ? at::empty_like(scale_sp) : at::Tensor();
+  at::Tensor grad_base_scale = need_scale_base ? at::empty_like(scale_sp) : at::Tensor();
+  if (need_coef || need_scale_sp || need_scale_base)
+    layer_gradients(parts, shape, k, coef, scale_sp, mask, grad_coef, grad_sp, grad_base_scale);
+  const at::Tensor none = at::empty({0}, x.options());
+  return {need_x ? grad_x : none, need_coef ? grad_coef : none, need_scale_sp ? grad_sp : none,
+          need_scale_base ? grad_base_scale : none};
+}
+
 }  // namespace
 
 // A KAN layer's output (batch, n_out) from x (batch, in) and its parameters: coef (out, in,
@@ -1048,14 +1068,243 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kan_layer_backward(
   auto [grad_x, grad_base, parts] = product_backward_from_padded(
       grad, x, base, knots, table, derivative_table, k, cardinal, cardinal_derivative, start, step, padded, shape,
       need_x, need_x && with_base, need_weight);
-  if (need_x && with_base) grad_x.add_(at::silu_backward(grad_base, x));
-  at::Tensor grad_coef = need_coef ? at::empty_like(coef) : at::Tensor();
-  at::Tensor grad_sp = need_scale_sp ? at::empty_like(scale_sp) : at::Tensor();
-  at::Tensor grad_base_scale = need_scale_base ? at::empty_like(scale_sp) : at::Tensor();
-  if (need_weight) layer_gradients(parts, shape, k, coef, scale_sp, mask, grad_coef, grad_sp, grad_base_scale);
-  const at::Tensor none = at::empty({0}, x.options());
-  return {need_x ? grad_x : none, need_coef ? grad_coef : none, need_scale_sp ? grad_sp : none,
-          need_scale_base ? grad_base_scale : none};
+  return layer_backward_result(x, grad_x, grad_base, parts, shape, k, coef, scale_sp, mask, with_base, need_x, need_coef,
+                               need_scale_sp, need_scale_base);
+}
+
+// ---- The fused layer with the regulariser's edge norms: norms[o, i] = mean_b |phi_oi(x[b, i])|,
+// each edge's whole value (spline and residual, as the torch path's edge_mean_abs of the
+// features), from the same local values, so a regularised step needs no feature matrix either.
+// The backward folds the norms' gradient into each entry's output gradient,
+// g[b, o] + grad_norms[o, i] * sign(phi_oi(x[b, i])) / batch, recomputing phi, and goes on as the
+// plain backward with it: the weight rows, the residual and (with the bases' derivatives) x.
+
+namespace {
+
+// Like for_each_chunk, handing each chunk's local values and their x-derivatives (slopes) together.
+template <typename T, int K, typename Row, typename Column>
+inline void for_each_chunk_with_slopes(const Intervals<T>& values, const Intervals<T>& slopes,
+                                       const at::Tensor& knots, const T* X, int64_t batch, Row row, Column column) {
+  const int64_t n_in = knots.size(0), n_knots = knots.size(1);
+  const bool narrow = n_in <= kNarrow;
+  const bool counted = values.cardinal == nullptr && n_knots <= kMaxCounted && !narrow;
+  const at::Tensor knots_by_row = counted ? knots.t().contiguous() : at::Tensor();
+  const T* by_row = counted ? knots_by_row.template const_data_ptr<T>() : nullptr;
+  const Locator<T> locate_values{values.knots, by_row, n_in, n_knots, values.table, values.columns,
+                                 values.cardinal, values.start, values.step};
+  const Locator<T> locate_slopes{slopes.knots, by_row, n_in, n_knots, slopes.table, slopes.columns,
+                                 slopes.cardinal, slopes.start, slopes.step};
+  if (narrow) {
+    const int64_t blocks = (batch + kChunk - 1) / kChunk;
+    at::parallel_for(0, blocks, std::max<int64_t>(1, kMinEntries / (kChunk * n_in)), [&](int64_t begin, int64_t end) {
+      Chunk<T, K> value_chunk, slope_chunk_;
+      alignas(64) T xs[kChunk];
+      for (int64_t block = begin; block < end; ++block) {
+        const int64_t b = block * kChunk, count = std::min(kChunk, batch - b);
+        for (int64_t i = 0; i < n_in; ++i) {
+          for (int64_t c = 0; c < count; ++c) xs[c] = X[(b + c) * n_in + i];
+          locate_values.template fill<K, K + 1, true>(xs, i, count, false, value_chunk);
+          locate_slopes.template fill<K, K, true>(xs, i, count, true, slope_chunk_);
+          column(b, i, count, static_cast<const T*>(xs), value_chunk, slope_chunk_);
+        }
+      }
+    });
+    return;
+  }
+  at::parallel_for(0, batch, std::max<int64_t>(1, kMinEntries / n_in), [&](int64_t begin, int64_t end) {
+    Chunk<T, K> value_chunk, slope_chunk_;
+    for (int64_t b = begin; b < end; ++b)
+      for (int64_t first = 0; first < n_in; first += kChunk) {
+        const int64_t count = std::min(kChunk, n_in - first);
+        locate_values.template fill<K, K + 1, false>(X + b * n_in + first, first, count, false, value_chunk);
+        locate_slopes.template fill<K, K, false>(X + b * n_in + first, first, count, true, slope_chunk_);
+        row(b, first, count, value_chunk, slope_chunk_);
+      }
+  });
+}
+
+// phi of entry c (input i) for every output into phi[o]: its residual row and K + 1 basis rows;
+// without a residual, NaN for a NaN input (as the features).
+template <typename T, int K>
+inline void edge_values(const Rows<T, K>& rows, int64_t c, T x, const T* base, const T* W, int64_t n_out, T* phi) {
+  const T* residual = W + (rows.base_first + c * rows.base_step) * n_out;
+  const T b = base != nullptr ? *base : T(0);
+  const T fill = base == nullptr && std::isnan(x) ? x : T(0);
+#pragma omp simd
+  for (int64_t o = 0; o < n_out; ++o) phi[o] = base != nullptr ? b * residual[o] : fill;
+#pragma GCC unroll 8
+  for (int r = 0; r <= K; ++r) axpy(phi, rows.v[r][c], W + (rows.row[c] + r) * n_out, n_out);
+}
+
+// Forward: entry c's phi into the output row and |phi| into this thread's norm sums (out, in).
+template <typename T, int K, bool kColumn>
+inline void norm_product_chunk(const Rows<T, K>& rows, const T* xs, const T* base, int64_t base_stride, const T* W,
+                               int64_t n_out, int64_t n_in, int64_t first_input, int64_t count, T* out, T* norms,
+                               T* phi) {
+  for (int64_t c = 0; c < count; ++c) {
+    const int64_t i = kColumn ? first_input : first_input + c;
+    edge_values<T, K>(rows, c, xs[c], base != nullptr ? base + c * base_stride : nullptr, W, n_out, phi);
+    T* target = kColumn ? out + c * n_out : out;
+    for (int64_t o = 0; o < n_out; ++o) {
+      target[o] += phi[o];
+      norms[o * n_in + i] += std::abs(phi[o]);
+    }
+  }
+}
+
+// Backward: entry c's output gradient with the norms' part (GN: grad_norms / batch, (out, in)),
+// then its weight rows' gradient (into this thread's grad_w), its residual's and its x-gradient.
+template <typename T, int K, bool kColumn>
+inline void norm_backward_chunk(const Rows<T, K>& values, const Rows<T, K>& slopes, const T* xs, const T* base,
+                                int64_t base_stride, const T* G, const T* GN, const T* W, int64_t n_out, int64_t n_in,
+                                int64_t first_input, int64_t count, T* grad_w, T* grad_x, T* grad_base,
+                                int64_t result_stride, T* phi) {
+  for (int64_t c = 0; c < count; ++c) {
+    const int64_t i = kColumn ? first_input : first_input + c;
+    const T* g = kColumn ? G + c * n_out : G;
+    edge_values<T, K>(values, c, xs[c], base != nullptr ? base + c * base_stride : nullptr, W, n_out, phi);
+    for (int64_t o = 0; o < n_out; ++o) {
+      const T sign = T(phi[o] > T(0)) - T(phi[o] < T(0));
+      phi[o] = g[o] + GN[o * n_in + i] * sign;  // phi now holds the entry's output gradient
+    }
+    const int64_t base_row = values.base_first + c * values.base_step;
+    if (grad_w != nullptr) {
+#pragma GCC unroll 8
+      for (int r = 0; r <= K; ++r) axpy(grad_w + (values.row[c] + r) * n_out, values.v[r][c], phi, n_out);
+      if (base != nullptr) axpy(grad_w + base_row * n_out, base[c * base_stride], phi, n_out);
+    }
+    if (grad_x != nullptr) {
+      T sum = T(0);
+#pragma GCC unroll 8
+      for (int r = 0; r <= K; ++r) sum += slopes.v[r][c] * dot(W + (slopes.row[c] + r) * n_out, phi, n_out);
+      grad_x[c * result_stride] = std::isnan(xs[c]) ? xs[c] : sum;
+    }
+    if (grad_base != nullptr) grad_base[c * result_stride] = dot(W + base_row * n_out, phi, n_out);
+  }
+}
+
+}  // namespace
+
+// kan_layer's output and the edge norms (out, in), mean_b |phi_oi(x[b, i])|; degrees 1..5.
+std::tuple<at::Tensor, at::Tensor> kan_layer_norms(
+    const at::Tensor& x, const at::Tensor& knots, const std::optional<at::Tensor>& table, int64_t k,
+    const std::optional<at::Tensor>& cardinal, const std::optional<at::Tensor>& start,
+    const std::optional<at::Tensor>& step, const at::Tensor& coef, const at::Tensor& scale_sp,
+    const std::optional<at::Tensor>& scale_base, const at::Tensor& mask) {
+  const LocalShape shape = layer_shape(x, knots, k, coef, scale_sp, scale_base, mask);
+  const at::Tensor padded = layer_padded_weight(coef, scale_sp, scale_base, mask, shape, k);
+  const std::optional<at::Tensor> base = scale_base.has_value() ? std::optional<at::Tensor>(at::silu(x)) : std::nullopt;
+  const int64_t batch = shape.batch, n_in = shape.n_in, n_out = shape.n_out, padded_rows = shape.padded_rows;
+  const int64_t n_threads = at::get_num_threads();
+  at::Tensor result = at::zeros({batch, n_out}, x.options());
+  at::Tensor norm_parts = at::zeros({n_threads, n_out, n_in}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "kan_layer_norms", [&] {
+    using T = scalar_t;
+    const T *X = x.const_data_ptr<T>(), *R = base.has_value() ? base->const_data_ptr<T>() : nullptr;
+    const T* W = padded.const_data_ptr<T>();
+    T *out = result.data_ptr<T>(), *parts = norm_parts.data_ptr<T>();
+    auto own_part = [&]() {
+      const int64_t thread = at::get_thread_num();
+      TORCH_CHECK(thread < n_threads, "more threads than at the start of the pass");
+      return parts + thread * n_out * n_in;
+    };
+    const Intervals<T> intervals_ = intervals<T>(knots, table, cardinal, start, step, k);
+    with_degree(k, [&](auto degree) {
+      constexpr int K = decltype(degree)::value;
+      if constexpr (K > 0) {
+        for_each_chunk<T, K, K + 1>(
+            intervals_, knots, X, batch, false,
+            [&](int64_t b, int64_t first, int64_t count, const Chunk<T, K>& chunk) {
+              Rows<T, K> rows;
+              rows.fill(chunk, first, 1, padded_rows, count);
+              std::vector<T> phi(n_out);
+              norm_product_chunk<T, K, false>(rows, X + b * n_in + first, R ? R + b * n_in + first : nullptr, 1, W,
+                                              n_out, n_in, first, count, out + b * n_out, own_part(), phi.data());
+            },
+            [&](int64_t b, int64_t i, int64_t count, const T* xs, const Chunk<T, K>& chunk) {
+              Rows<T, K> rows;
+              rows.fill(chunk, i, 0, padded_rows, count);
+              std::vector<T> phi(n_out);
+              norm_product_chunk<T, K, true>(rows, xs, R ? R + b * n_in + i : nullptr, n_in, W, n_out, n_in, i, count,
+                                             out + b * n_out, own_part(), phi.data());
+            });
+      }
+    });
+  });
+  return {result, norm_parts.sum(0).div_(static_cast<double>(batch))};
+}
+
+// kan_layer_norms' first-order gradients (grad_x, grad_coef, grad_scale_sp, grad_scale_base) from grad
+// (batch, n_out) and grad_norms (out, in), each computed only where asked (an empty tensor otherwise).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kan_layer_norms_backward(
+    const at::Tensor& grad, const at::Tensor& grad_norms, const at::Tensor& x, const at::Tensor& knots,
+    const std::optional<at::Tensor>& table, const std::optional<at::Tensor>& derivative_table, int64_t k,
+    const std::optional<at::Tensor>& cardinal, const std::optional<at::Tensor>& cardinal_derivative,
+    const std::optional<at::Tensor>& start, const std::optional<at::Tensor>& step, const at::Tensor& coef,
+    const at::Tensor& scale_sp, const std::optional<at::Tensor>& scale_base, const at::Tensor& mask, bool need_x,
+    bool need_coef, bool need_scale_sp, bool need_scale_base) {
+  const LocalShape shape = layer_shape(x, knots, k, coef, scale_sp, scale_base, mask);
+  const bool with_base = scale_base.has_value();
+  need_scale_base = need_scale_base && with_base;
+  const int64_t batch = shape.batch, n_in = shape.n_in, n_out = shape.n_out, padded_rows = shape.padded_rows;
+  TORCH_CHECK(grad.dim() == 2 && grad.size(0) == batch && grad.size(1) == n_out, "grad must be (batch, out)");
+  TORCH_CHECK(grad_norms.dim() == 2 && grad_norms.size(0) == n_out && grad_norms.size(1) == n_in,
+              "grad_norms must be (out, in)");
+  const at::Tensor g = grad.contiguous();
+  const at::Tensor scaled_norms = grad_norms.div(static_cast<double>(batch)).contiguous();
+  const at::Tensor padded = layer_padded_weight(coef, scale_sp, scale_base, mask, shape, k);
+  const std::optional<at::Tensor> base = with_base ? std::optional<at::Tensor>(at::silu(x)) : std::nullopt;
+  const bool need_weight = need_coef || need_scale_sp || need_scale_base;
+  const int64_t n_threads = at::get_num_threads(), copy_size = n_in * padded_rows * n_out;
+  at::Tensor parts = need_weight ? at::zeros({n_threads, n_in, padded_rows, n_out}, x.options()) : at::Tensor();
+  at::Tensor grad_x = need_x ? at::empty_like(x) : at::Tensor();
+  at::Tensor grad_base = need_x && with_base ? at::empty_like(x) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "kan_layer_norms_backward", [&] {
+    using T = scalar_t;
+    const T *X = x.const_data_ptr<T>(), *R = with_base ? base->const_data_ptr<T>() : nullptr;
+    const T *W = padded.const_data_ptr<T>(), *G = g.const_data_ptr<T>(), *GN = scaled_norms.const_data_ptr<T>();
+    T* P = need_weight ? parts.data_ptr<T>() : nullptr;
+    T* GX = need_x ? grad_x.data_ptr<T>() : nullptr;
+    T* GB = grad_base.defined() ? grad_base.data_ptr<T>() : nullptr;
+    auto own_part = [&]() -> T* {
+      if (P == nullptr) return nullptr;
+      const int64_t thread = at::get_thread_num();
+      TORCH_CHECK(thread < n_threads, "more threads than at the start of the backward pass");
+      return P + thread * copy_size;
+    };
+    const Intervals<T> values = intervals<T>(knots, table, cardinal, start, step, k);
+    const Intervals<T> slopes = intervals<T>(knots, derivative_table, cardinal_derivative, start, step, k);
+    with_degree(k, [&](auto degree) {
+      constexpr int K = decltype(degree)::value;
+      if constexpr (K > 0) {
+        for_each_chunk_with_slopes<T, K>(
+            values, slopes, knots, X, batch,
+            [&](int64_t b, int64_t first, int64_t count, const Chunk<T, K>& value_chunk, const Chunk<T, K>& slope_chunk_) {
+              Rows<T, K> value_rows, slope_rows;
+              value_rows.fill(value_chunk, first, 1, padded_rows, count);
+              slope_rows.fill(slope_chunk_, first, 1, padded_rows, count);
+              std::vector<T> phi(n_out);
+              const int64_t at = b * n_in + first;
+              norm_backward_chunk<T, K, false>(value_rows, slope_rows, X + at, R ? R + at : nullptr, 1, G + b * n_out,
+                                               GN, W, n_out, n_in, first, count, own_part(), GX ? GX + at : nullptr,
+                                               GB ? GB + at : nullptr, 1, phi.data());
+            },
+            [&](int64_t b, int64_t i, int64_t count, const T* xs, const Chunk<T, K>& value_chunk,
+                const Chunk<T, K>& slope_chunk_) {
+              Rows<T, K> value_rows, slope_rows;
+              value_rows.fill(value_chunk, i, 0, padded_rows, count);
+              slope_rows.fill(slope_chunk_, i, 0, padded_rows, count);
+              std::vector<T> phi(n_out);
+              const int64_t at = b * n_in + i;
+              norm_backward_chunk<T, K, true>(value_rows, slope_rows, xs, R ? R + at : nullptr, n_in, G + b * n_out,
+                                              GN, W, n_out, n_in, i, count, own_part(), GX ? GX + at : nullptr,
+                                              GB ? GB + at : nullptr, n_in, phi.data());
+            });
+      }
+    });
+  });
+  return layer_backward_result(x, grad_x, grad_base, parts, shape, k, coef, scale_sp, mask, with_base, need_x, need_coef,
+                               need_scale_sp, need_scale_base);
 }
 
 TORCH_LIBRARY(kanlab_native, m) {
@@ -1075,6 +1324,12 @@ TORCH_LIBRARY(kanlab_native, m) {
         "Tensor? cardinal, Tensor? cardinal_derivative, Tensor? start, Tensor? step, Tensor coef, Tensor scale_sp, "
         "Tensor? scale_base, Tensor mask, bool need_x, bool need_coef, bool need_scale_sp, bool need_scale_base) "
         "-> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("kan_layer_norms(Tensor x, Tensor knots, Tensor? table, int k, Tensor? cardinal, Tensor? start, Tensor? step, "
+        "Tensor coef, Tensor scale_sp, Tensor? scale_base, Tensor mask) -> (Tensor, Tensor)");
+  m.def("kan_layer_norms_backward(Tensor grad, Tensor grad_norms, Tensor x, Tensor knots, Tensor? table, "
+        "Tensor? derivative_table, int k, Tensor? cardinal, Tensor? cardinal_derivative, Tensor? start, Tensor? step, "
+        "Tensor coef, Tensor scale_sp, Tensor? scale_base, Tensor mask, bool need_x, bool need_coef, "
+        "bool need_scale_sp, bool need_scale_base) -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(kanlab_native, CPU, m) {
@@ -1085,4 +1340,6 @@ TORCH_LIBRARY_IMPL(kanlab_native, CPU, m) {
   m.impl("local_product_backward", &local_product_backward);
   m.impl("kan_layer", &kan_layer);
   m.impl("kan_layer_backward", &kan_layer_backward);
+  m.impl("kan_layer_norms", &kan_layer_norms);
+  m.impl("kan_layer_norms_backward", &kan_layer_norms_backward);
 }
