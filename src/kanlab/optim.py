@@ -2,11 +2,14 @@
 
 The algorithm and its decisions are those of ``torch.optim.LBFGS`` (two-loop recursion over the
 last ``history_size`` curvature pairs, cubic interpolation in the bracketing and zoom phases of
-the line search, the same stopping tests), so a float64 run takes the very same steps. What
-differs is the cost around them, which for a small KAN is most of the optimizer's time: the
-parameters are moved with one fused call over all of them instead of one call per parameter,
-and the scalars of the recursion and the line search are Python floats instead of 0-d tensors
-(for float64 parameters the same roundings; float32 ones get double-precision scalars).
+the line search, the same stopping tests), so a float64 run takes the same steps, in most runs
+to the last bit: torch divides a Python number by a 0-d tensor as a multiplication by its
+reciprocal, which can move an interpolated step length by one unit in the last place, and a
+long run then drifts apart as any chaotic optimisation does. What differs is the cost around
+the steps, which for a small KAN is most of the optimizer's time: the parameters are moved with
+one fused call over all of them instead of one call per parameter, and the scalars of the
+recursion and the line search are Python floats instead of 0-d tensors (float32 parameters get
+double-precision scalars).
 """
 
 from __future__ import annotations
