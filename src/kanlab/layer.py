@@ -159,36 +159,8 @@ def _dense_weight(coef: torch.Tensor, spline_scale: torch.Tensor, base_scale: to
     return weight.reshape(coef.shape[0], -1)
 
 
-class _KANLayer(torch.autograd.Function):
-    """A whole layer with the silu residual (or none) in one call of the compiled kernel
-    (``native.kan_layer``): the local product with the weight built from ``coef``, ``scale_sp``,
-    ``scale_base`` and ``mask`` inside the kernel, so the step has one graph node per layer
-    instead of a dozen. A backward that builds a graph (second derivatives) recomputes the
-    layer in differentiable torch operations and differentiates that."""
-
-    @staticmethod
-    def forward(ctx, x, coef, scale_sp, scale_base, mask, plan):
-        ctx.save_for_backward(x, coef, scale_sp, scale_base, mask)
-        ctx.plan = plan
-        return native.kan_layer(x, plan, coef, scale_sp, scale_base, mask)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, coef, scale_sp, scale_base, mask = ctx.saved_tensors
-        needs = tuple(ctx.needs_input_grad[:4])
-        if not torch.is_grad_enabled():
-            return (*native.kan_layer_backward(grad, x, ctx.plan, coef, scale_sp, scale_base, mask, needs), None, None)
-        # create_graph: x enters the recomputation once (its silu is computed there), so every
-        # path from x to the output is counted once.
-        wanted = [tensor for tensor, need in zip((x, coef, scale_sp, scale_base), needs) if need]
-        with torch.enable_grad():
-            (out,) = _dense_layer(x, coef, scale_sp, scale_base, mask, ctx.plan, edge_norms=False)
-            found = iter(torch.autograd.grad(out, wanted, grad, create_graph=True))
-        return (*(next(found) if need else None for need in needs), None, None)
-
-
 def _dense_layer(x, coef, scale_sp, scale_base, mask, plan, edge_norms: bool):
-    """The fused layers' torch equivalent (silu residual or none), differentiable: the output and,
+    """``_KANLayer``'s torch equivalent (silu residual or none), differentiable: the output and,
     with ``edge_norms``, each edge's ``mean |phi|``."""
     base = F.silu(x) if scale_base is not None else None
     features = splines.basis_features(x, plan, base=base)
@@ -200,28 +172,38 @@ def _dense_layer(x, coef, scale_sp, scale_base, mask, plan, edge_norms: bool):
     return out, splines.edge_mean_abs(features.view(x.shape[0], *shape), weight.view(weight.shape[0], *shape))
 
 
-class _KANLayerWithNorms(torch.autograd.Function):
-    """``_KANLayer`` that also returns each edge's ``mean |phi|`` ``(out, in)`` for the sparsity
-    regulariser (``native.kan_layer_norms``), so regularised training keeps the local product."""
+class _KANLayer(torch.autograd.Function):
+    """A whole layer with the silu residual (or none) in one call of the compiled kernel
+    (``native.kan_layer``): the local product with the weight built from ``coef``, ``scale_sp``,
+    ``scale_base`` and ``mask`` inside the kernel, so the step has one graph node per layer
+    instead of a dozen. With ``edge_norms`` it also returns each edge's ``mean |phi|`` ``(out,
+    in)`` for the sparsity regulariser (``native.kan_layer_norms``), so regularised training
+    keeps the local form too. A backward that builds a graph (second derivatives) recomputes the
+    layer in differentiable torch operations and differentiates that; x enters the recomputation
+    once (its silu is computed there), so every path from x to the output is counted once."""
 
     @staticmethod
-    def forward(ctx, x, coef, scale_sp, scale_base, mask, plan):
+    def forward(ctx, x, coef, scale_sp, scale_base, mask, plan, edge_norms):
         ctx.save_for_backward(x, coef, scale_sp, scale_base, mask)
-        ctx.plan = plan
-        return native.kan_layer_norms(x, plan, coef, scale_sp, scale_base, mask)
+        ctx.plan, ctx.edge_norms = plan, edge_norms
+        if edge_norms:
+            return native.kan_layer_norms(x, plan, coef, scale_sp, scale_base, mask)
+        return native.kan_layer(x, plan, coef, scale_sp, scale_base, mask)
 
     @staticmethod
-    def backward(ctx, grad, grad_norms):
+    def backward(ctx, *grads):
         x, coef, scale_sp, scale_base, mask = ctx.saved_tensors
         needs = tuple(ctx.needs_input_grad[:4])
         if not torch.is_grad_enabled():
-            grads = native.kan_layer_norms_backward(grad, grad_norms, x, ctx.plan, coef, scale_sp, scale_base, mask, needs)
-            return (*grads, None, None)
+            parameters = (x, ctx.plan, coef, scale_sp, scale_base, mask, needs)
+            if ctx.edge_norms:
+                return (*native.kan_layer_norms_backward(*grads, *parameters), None, None, None)
+            return (*native.kan_layer_backward(*grads, *parameters), None, None, None)
         wanted = [tensor for tensor, need in zip((x, coef, scale_sp, scale_base), needs) if need]
         with torch.enable_grad():
-            outputs = _dense_layer(x, coef, scale_sp, scale_base, mask, ctx.plan, edge_norms=True)
-            found = iter(torch.autograd.grad(outputs, wanted, (grad, grad_norms), create_graph=True))
-        return (*(next(found) if need else None for need in needs), None, None)
+            outputs = _dense_layer(x, coef, scale_sp, scale_base, mask, ctx.plan, ctx.edge_norms)
+            found = iter(torch.autograd.grad(outputs, wanted, grads, create_graph=True))
+        return (*(next(found) if need else None for need in needs), None, None, None)
 
 
 class KANLinear(nn.Module):
@@ -406,11 +388,10 @@ class KANLinear(nn.Module):
         if (fused or not edge_norms) and self._takes_local_product(flat):
             norms = None
             if fused:
-                parameters = (flat, self.coef, self.scale_sp, self.scale_base if with_base else None, self.numeric_mask())
-                if edge_norms:
-                    out, norms = _KANLayerWithNorms.apply(*parameters, self.plan)
-                else:
-                    out = _KANLayer.apply(*parameters, self.plan)
+                scale_base = self.scale_base if with_base else None
+                result = _KANLayer.apply(flat, self.coef, self.scale_sp, scale_base, self.numeric_mask(), self.plan,
+                                         edge_norms)
+                out, norms = result if edge_norms else (result, None)
             else:
                 base = self.base_fun(flat)
                 out = _LocalProduct.apply(flat, base, self._local_weight(with_base), self.plan)

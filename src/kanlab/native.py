@@ -178,14 +178,23 @@ def local_product_backward(grad: torch.Tensor, x: torch.Tensor, base: torch.Tens
                            needs: tuple[bool, bool, bool]) -> tuple:
     """``local_product``'s first-order gradients for ``x``, ``base`` and ``weight``, each ``None``
     where ``needs`` says it is not wanted."""
-    matrix, start, step = _closed_form(plan, plan.cardinal)
-    derivative = _closed_form(plan, plan.cardinal_derivative)[0]
     grads = torch.ops.kanlab_native.local_product_backward(
-        grad, x.contiguous(), None if base is None else base.contiguous(), plan.knots.contiguous(), plan.value_table,
-        plan.derivative_table, plan.k, matrix, derivative, start, step, weight.contiguous(),
-        needs[0], needs[1] and base is not None, needs[2],
+        grad, x.contiguous(), None if base is None else base.contiguous(), plan.knots.contiguous(),
+        *_backward_tables(plan), weight.contiguous(), needs[0], needs[1] and base is not None, needs[2],
     )
     return tuple(g if need else None for g, need in zip(grads, needs))
+
+
+def _layer_parameters(coef, scale_sp, scale_base, mask) -> tuple:
+    """The fused layer's parameter arguments, contiguous (``scale_base`` None: no residual)."""
+    return coef.contiguous(), scale_sp.contiguous(), None if scale_base is None else scale_base.contiguous(), mask.contiguous()
+
+
+def _backward_tables(plan) -> tuple:
+    """A backward pass's knot arguments: values and slopes (tables or closed form), start and step."""
+    matrix, start, step = _closed_form(plan, plan.cardinal)
+    derivative = _closed_form(plan, plan.cardinal_derivative)[0]
+    return plan.value_table, plan.derivative_table, plan.k, matrix, derivative, start, step
 
 
 def kan_layer(x: torch.Tensor, plan, coef: torch.Tensor, scale_sp: torch.Tensor, scale_base: torch.Tensor | None,
@@ -195,25 +204,8 @@ def kan_layer(x: torch.Tensor, plan, coef: torch.Tensor, scale_sp: torch.Tensor,
     residual ``mask * scale_base * silu(x)``; degrees 1..5."""
     return torch.ops.kanlab_native.kan_layer(
         x.contiguous(), plan.knots.contiguous(), plan.value_table, plan.k, *_closed_form(plan, plan.cardinal),
-        coef.contiguous(), scale_sp.contiguous(), None if scale_base is None else scale_base.contiguous(),
-        mask.contiguous(),
+        *_layer_parameters(coef, scale_sp, scale_base, mask),
     )
-
-
-def kan_layer_backward(grad: torch.Tensor, x: torch.Tensor, plan, coef: torch.Tensor, scale_sp: torch.Tensor,
-                       scale_base: torch.Tensor | None, mask: torch.Tensor,
-                       needs: tuple[bool, bool, bool, bool]) -> tuple:
-    """``kan_layer``'s first-order gradients for ``x``, ``coef``, ``scale_sp`` and ``scale_base``,
-    each ``None`` where ``needs`` says it is not wanted."""
-    matrix, start, step = _closed_form(plan, plan.cardinal)
-    derivative = _closed_form(plan, plan.cardinal_derivative)[0]
-    needs = (needs[0], needs[1], needs[2], needs[3] and scale_base is not None)
-    grads = torch.ops.kanlab_native.kan_layer_backward(
-        grad, x.contiguous(), plan.knots.contiguous(), plan.value_table, plan.derivative_table, plan.k, matrix,
-        derivative, start, step, coef.contiguous(), scale_sp.contiguous(),
-        None if scale_base is None else scale_base.contiguous(), mask.contiguous(), *needs,
-    )
-    return tuple(g if need else None for g, need in zip(grads, needs))
 
 
 def kan_layer_norms(x: torch.Tensor, plan, coef: torch.Tensor, scale_sp: torch.Tensor,
@@ -222,22 +214,29 @@ def kan_layer_norms(x: torch.Tensor, plan, coef: torch.Tensor, scale_sp: torch.T
     norms, residual included, as ``splines.edge_mean_abs`` of the features) in one call."""
     return torch.ops.kanlab_native.kan_layer_norms(
         x.contiguous(), plan.knots.contiguous(), plan.value_table, plan.k, *_closed_form(plan, plan.cardinal),
-        coef.contiguous(), scale_sp.contiguous(), None if scale_base is None else scale_base.contiguous(),
-        mask.contiguous(),
+        *_layer_parameters(coef, scale_sp, scale_base, mask),
     )
 
 
-def kan_layer_norms_backward(grad: torch.Tensor, grad_norms: torch.Tensor, x: torch.Tensor, plan, coef: torch.Tensor,
-                             scale_sp: torch.Tensor, scale_base: torch.Tensor | None, mask: torch.Tensor,
-                             needs: tuple[bool, bool, bool, bool]) -> tuple:
-    """``kan_layer_norms``' first-order gradients for ``x``, ``coef``, ``scale_sp`` and ``scale_base``
-    from the output's and the norms' gradients, each ``None`` where ``needs`` says it is not wanted."""
-    matrix, start, step = _closed_form(plan, plan.cardinal)
-    derivative = _closed_form(plan, plan.cardinal_derivative)[0]
+def kan_layer_backward(grad: torch.Tensor, x: torch.Tensor, plan, coef: torch.Tensor, scale_sp: torch.Tensor,
+                       scale_base: torch.Tensor | None, mask: torch.Tensor,
+                       needs: tuple[bool, bool, bool, bool]) -> tuple:
+    """``kan_layer``'s first-order gradients for ``x``, ``coef``, ``scale_sp`` and ``scale_base``,
+    each ``None`` where ``needs`` says it is not wanted."""
+    return kan_layer_norms_backward(grad, None, x, plan, coef, scale_sp, scale_base, mask, needs)
+
+
+def kan_layer_norms_backward(grad: torch.Tensor, grad_norms: torch.Tensor | None, x: torch.Tensor, plan,
+                             coef: torch.Tensor, scale_sp: torch.Tensor, scale_base: torch.Tensor | None,
+                             mask: torch.Tensor, needs: tuple[bool, bool, bool, bool]) -> tuple:
+    """The first-order gradients for ``x``, ``coef``, ``scale_sp`` and ``scale_base`` of
+    ``kan_layer_norms`` from the output's and the norms' gradients, or of ``kan_layer`` (without
+    ``grad_norms``), each ``None`` where ``needs`` says it is not wanted."""
     needs = (needs[0], needs[1], needs[2], needs[3] and scale_base is not None)
-    grads = torch.ops.kanlab_native.kan_layer_norms_backward(
-        grad, grad_norms, x.contiguous(), plan.knots.contiguous(), plan.value_table, plan.derivative_table, plan.k,
-        matrix, derivative, start, step, coef.contiguous(), scale_sp.contiguous(),
-        None if scale_base is None else scale_base.contiguous(), mask.contiguous(), *needs,
-    )
+    arguments = (x.contiguous(), plan.knots.contiguous(), *_backward_tables(plan),
+                 *_layer_parameters(coef, scale_sp, scale_base, mask), *needs)
+    if grad_norms is None:
+        grads = torch.ops.kanlab_native.kan_layer_backward(grad, *arguments)
+    else:
+        grads = torch.ops.kanlab_native.kan_layer_norms_backward(grad, grad_norms, *arguments)
     return tuple(g if need else None for g, need in zip(grads, needs))

@@ -982,6 +982,22 @@ at::Tensor layer_padded_weight(const at::Tensor& coef, const at::Tensor& scale_s
   return padded;
 }
 
+// What every fused-layer pass starts from: the shape, the padded weight and the silu residual
+// (none without scale_base).
+struct LayerInputs {
+  LocalShape shape;
+  at::Tensor padded;
+  std::optional<at::Tensor> base;
+};
+
+LayerInputs layer_inputs(const at::Tensor& x, const at::Tensor& knots, int64_t k, const at::Tensor& coef,
+                         const at::Tensor& scale_sp, const std::optional<at::Tensor>& scale_base,
+                         const at::Tensor& mask) {
+  const LocalShape shape = layer_shape(x, knots, k, coef, scale_sp, scale_base, mask);
+  return {shape, layer_padded_weight(coef, scale_sp, scale_base, mask, shape, k),
+          scale_base.has_value() ? std::optional<at::Tensor>(at::silu(x)) : std::nullopt};
+}
+
 // The parameters' gradients from the padded weight gradient's parts (summed over its copies):
 // grad_coef = g * (mask * scale_sp), grad_scale_sp = sum_m g * coef * mask, grad_scale_base = g * mask.
 void layer_gradients(const at::Tensor& parts, const LocalShape& shape, int64_t k, const at::Tensor& coef,
@@ -1044,10 +1060,8 @@ at::Tensor kan_layer(const at::Tensor& x, const at::Tensor& knots, const std::op
                      const std::optional<at::Tensor>& cardinal, const std::optional<at::Tensor>& start,
                      const std::optional<at::Tensor>& step, const at::Tensor& coef, const at::Tensor& scale_sp,
                      const std::optional<at::Tensor>& scale_base, const at::Tensor& mask) {
-  const LocalShape shape = layer_shape(x, knots, k, coef, scale_sp, scale_base, mask);
-  const at::Tensor padded = layer_padded_weight(coef, scale_sp, scale_base, mask, shape, k);
-  const std::optional<at::Tensor> base = scale_base.has_value() ? std::optional<at::Tensor>(at::silu(x)) : std::nullopt;
-  return product_from_padded(x, base, knots, table, k, cardinal, start, step, padded, shape);
+  const LayerInputs layer = layer_inputs(x, knots, k, coef, scale_sp, scale_base, mask);
+  return product_from_padded(x, layer.base, knots, table, k, cardinal, start, step, layer.padded, layer.shape);
 }
 
 // kan_layer's first-order gradients (grad_x, grad_coef, grad_scale_sp, grad_scale_base) from grad
@@ -1059,17 +1073,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kan_layer_backward(
     const std::optional<at::Tensor>& step, const at::Tensor& coef, const at::Tensor& scale_sp,
     const std::optional<at::Tensor>& scale_base, const at::Tensor& mask, bool need_x, bool need_coef,
     bool need_scale_sp, bool need_scale_base) {
-  const LocalShape shape = layer_shape(x, knots, k, coef, scale_sp, scale_base, mask);
+  const LayerInputs layer = layer_inputs(x, knots, k, coef, scale_sp, scale_base, mask);
   const bool with_base = scale_base.has_value();
   need_scale_base = need_scale_base && with_base;
-  const at::Tensor padded = layer_padded_weight(coef, scale_sp, scale_base, mask, shape, k);
-  const std::optional<at::Tensor> base = with_base ? std::optional<at::Tensor>(at::silu(x)) : std::nullopt;
   const bool need_weight = need_coef || need_scale_sp || need_scale_base;
   auto [grad_x, grad_base, parts] = product_backward_from_padded(
-      grad, x, base, knots, table, derivative_table, k, cardinal, cardinal_derivative, start, step, padded, shape,
-      need_x, need_x && with_base, need_weight);
-  return layer_backward_result(x, grad_x, grad_base, parts, shape, k, coef, scale_sp, mask, with_base, need_x, need_coef,
-                               need_scale_sp, need_scale_base);
+      grad, x, layer.base, knots, table, derivative_table, k, cardinal, cardinal_derivative, start, step, layer.padded,
+      layer.shape, need_x, need_x && with_base, need_weight);
+  return layer_backward_result(x, grad_x, grad_base, parts, layer.shape, k, coef, scale_sp, mask, with_base, need_x,
+                               need_coef, need_scale_sp, need_scale_base);
 }
 
 // ---- The fused layer with the regulariser's edge norms: norms[o, i] = mean_b |phi_oi(x[b, i])|,
@@ -1191,9 +1203,10 @@ std::tuple<at::Tensor, at::Tensor> kan_layer_norms(
     const std::optional<at::Tensor>& cardinal, const std::optional<at::Tensor>& start,
     const std::optional<at::Tensor>& step, const at::Tensor& coef, const at::Tensor& scale_sp,
     const std::optional<at::Tensor>& scale_base, const at::Tensor& mask) {
-  const LocalShape shape = layer_shape(x, knots, k, coef, scale_sp, scale_base, mask);
-  const at::Tensor padded = layer_padded_weight(coef, scale_sp, scale_base, mask, shape, k);
-  const std::optional<at::Tensor> base = scale_base.has_value() ? std::optional<at::Tensor>(at::silu(x)) : std::nullopt;
+  const LayerInputs layer = layer_inputs(x, knots, k, coef, scale_sp, scale_base, mask);
+  const LocalShape& shape = layer.shape;
+  const at::Tensor& padded = layer.padded;
+  const std::optional<at::Tensor>& base = layer.base;
   const int64_t batch = shape.batch, n_in = shape.n_in, n_out = shape.n_out, padded_rows = shape.padded_rows;
   const int64_t n_threads = at::get_num_threads();
   at::Tensor result = at::zeros({batch, n_out}, x.options());
@@ -1243,7 +1256,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kan_layer_norms_backw
     const std::optional<at::Tensor>& start, const std::optional<at::Tensor>& step, const at::Tensor& coef,
     const at::Tensor& scale_sp, const std::optional<at::Tensor>& scale_base, const at::Tensor& mask, bool need_x,
     bool need_coef, bool need_scale_sp, bool need_scale_base) {
-  const LocalShape shape = layer_shape(x, knots, k, coef, scale_sp, scale_base, mask);
+  const LayerInputs layer = layer_inputs(x, knots, k, coef, scale_sp, scale_base, mask);
+  const LocalShape& shape = layer.shape;
+  const at::Tensor& padded = layer.padded;
+  const std::optional<at::Tensor>& base = layer.base;
   const bool with_base = scale_base.has_value();
   need_scale_base = need_scale_base && with_base;
   const int64_t batch = shape.batch, n_in = shape.n_in, n_out = shape.n_out, padded_rows = shape.padded_rows;
@@ -1252,8 +1268,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kan_layer_norms_backw
               "grad_norms must be (out, in)");
   const at::Tensor g = grad.contiguous();
   const at::Tensor scaled_norms = grad_norms.div(static_cast<double>(batch)).contiguous();
-  const at::Tensor padded = layer_padded_weight(coef, scale_sp, scale_base, mask, shape, k);
-  const std::optional<at::Tensor> base = with_base ? std::optional<at::Tensor>(at::silu(x)) : std::nullopt;
   const bool need_weight = need_coef || need_scale_sp || need_scale_base;
   const int64_t n_threads = at::get_num_threads(), copy_size = n_in * padded_rows * n_out;
   at::Tensor parts = need_weight ? at::zeros({n_threads, n_in, padded_rows, n_out}, x.options()) : at::Tensor();
