@@ -98,12 +98,12 @@ def test_rows_of_any_width_fill_the_chunks(k, kind, n_inputs, grid):
         assert _relative(ours, theirs) < 1e-12
 
 
-def _gradcheck_inputs(generator):
-    """A plan of random knots (3 inputs, k = 3), x inside them and a residual, (20, 3) float64."""
-    plan = splines.plan_knots(random_knots(3, 6 + 2 * 3 + 1, generator), 3)
+def _gradcheck_inputs(generator, n_in=3):
+    """A plan of random knots (n_in inputs, k = 3), x inside them and a residual, (20, n_in) float64."""
+    plan = splines.plan_knots(random_knots(n_in, 6 + 2 * 3 + 1, generator), 3)
     low, high = splines.knot_span(plan.knots, 3)
-    x = (low + (high - low) * torch.rand(20, 3, generator=generator, dtype=torch.float64)).requires_grad_(True)
-    base = torch.randn(20, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    x = (low + (high - low) * torch.rand(20, n_in, generator=generator, dtype=torch.float64)).requires_grad_(True)
+    base = torch.randn(20, n_in, generator=generator, dtype=torch.float64, requires_grad=True)
     return plan, x, base
 
 
@@ -260,12 +260,16 @@ def _layer_results(layer, x, grad):
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("kind", ["uniform", "adapted"])
 @pytest.mark.parametrize("base_fun", ["silu", "zero", "tanh"])  # the fused layer (silu, zero) or the product alone
-@pytest.mark.parametrize("shape", [(3, 2), (2, 20), (20, 3), (9, 17)])  # by columns / rows, outputs below / from 16
+# by columns (few inputs) or by rows (outputs below 16), or in blocks of samples (from 7 inputs and
+# 16 outputs on: 17 outputs leave one past a whole vector, 70 a whole tile and some)
+@pytest.mark.parametrize("shape", [(3, 2), (2, 20), (20, 3), (9, 17), (40, 70)])
 def test_local_product_equals_the_dense_path(dtype, k, kind, base_fun, shape, monkeypatch):
     """The layer's compiled local product (no feature matrix) against the pure-torch dense path:
     output and the gradients of x and every parameter, with a pruned edge, inputs on knots,
     outside them and NaN. Silu or no residual take the fused layer (weight and residual built in
-    the kernel), any other residual the product of a weight built in torch."""
+    the kernel), any other residual the product of a weight built in torch. 300 samples make two
+    or three blocks on the blocked shapes; without a residual a NaN input sends them entry by
+    entry, and the finite inputs keep the blocks."""
     n_in, n_out = shape
     generator = torch.Generator().manual_seed(k + 10 * n_in)
     layer, x = _random_layer(n_in, n_out, k, kind, base_fun, dtype, generator)
@@ -338,15 +342,17 @@ def test_fused_layer_with_edge_norms_equals_the_dense_path(dtype, k, kind, base_
 
 @pytest.mark.parametrize("with_base", [True, False])
 @pytest.mark.parametrize("edge_norms", [False, True])
-def test_fused_layer_passes_gradcheck_and_gradgradcheck(with_base, edge_norms):
+@pytest.mark.parametrize("shape", [(2, 3), (16, 7)])  # (out, in): by columns, or in blocks of samples
+def test_fused_layer_passes_gradcheck_and_gradgradcheck(with_base, edge_norms, shape):
     """The fused layer's first order through the kernel (x, coef and both scales, a pruned edge;
     with the edge norms too); second order through the differentiable recomputation it switches
     to (the norms' mean |phi| is differentiable once, as on the dense path)."""
     generator = torch.Generator().manual_seed(1)
-    plan, x, _ = _gradcheck_inputs(generator)
-    parameters = [torch.randn(2, 3, *shape, generator=generator, dtype=torch.float64, requires_grad=True)
-                  for shape in ((plan.n_basis,), (), ())]
-    mask = torch.ones(2, 3, dtype=torch.float64)
+    n_out, n_in = shape
+    plan, x, _ = _gradcheck_inputs(generator, n_in)
+    parameters = [torch.randn(n_out, n_in, *size, generator=generator, dtype=torch.float64, requires_grad=True)
+                  for size in ((plan.n_basis,), (), ())]
+    mask = torch.ones(n_out, n_in, dtype=torch.float64)
     mask[1, 0] = 0.0
     if not with_base:
         parameters = parameters[:2]
@@ -360,11 +366,14 @@ def test_fused_layer_passes_gradcheck_and_gradgradcheck(with_base, edge_norms):
 
 
 def test_local_product_is_taken_where_it_pays():
-    """Narrow layers always; wider ones once the grid makes the dense product the larger."""
+    """Narrow layers always; wider ones once the grid makes the dense product the larger, from
+    13 bases per input (or small layers) where the kernel takes blocks of samples."""
     pays = layer_module._local_product_pays
     assert pays(2, 5, 8) and pays(5, 1, 8)
-    assert not pays(256, 256, 8) and not pays(64, 64, 13)
-    assert pays(64, 64, 53) and pays(256, 256, 103)
+    assert not pays(256, 256, 8) and not pays(64, 64, 8) and pays(16, 16, 8) and pays(16, 128, 8)
+    assert pays(64, 64, 13) and pays(256, 256, 13) and pays(784, 64, 23)
+    assert not pays(64, 64, 13, edge_norms=True) and not pays(64, 10, 13)  # entry by entry: later
+    assert pays(64, 64, 53, edge_norms=True) and pays(256, 256, 103, edge_norms=True)
     model = KAN([2, 3, 1], grid=5, seed=0, dtype=torch.float64)
     names = _graph_names(model(torch.zeros(4, 2, dtype=torch.float64, requires_grad=True)))
     assert names == {"_KANLayerBackward", "AccumulateGrad", "ViewBackward0"}  # one node per layer

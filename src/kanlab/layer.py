@@ -102,15 +102,24 @@ class _FeatureWeight(torch.autograd.Function):
         return grad_coef, grad_spline_scale, grad_base_scale
 
 
-def _local_product_pays(n_in: int, n_out: int, n_basis: int) -> bool:
-    """Whether the compiled local product (``batch * in * (k + 2) * out`` multiply-adds) beats the
-    dense features and matrix product (``batch * in * (G + k + 1) * out``, at matmul speed) for
-    this layer shape. Measured on 2 cores (fwd+bwd, float32 and float64): layers of at most 6
-    inputs and fewer than 16 outputs break even at G = 5 and win from there on (0.5x at G = 50);
-    wider ones from about 24 bases per input at up to 64 outputs (0.5-0.7x at G = 50), and from
-    about 100 bases at 256 outputs."""
+def _local_product_pays(n_in: int, n_out: int, n_basis: int, edge_norms: bool = False) -> bool:
+    """Whether the compiled local product (``batch * in * (k + 1) * out`` multiply-adds and the
+    residual's matrix products) beats the dense features and matrix product (``batch * in * (G +
+    k + 1) * out``, at matmul speed) for this layer shape. Measured on 2 cores (fwd+bwd, float32
+    and float64):
+
+    - layers of at most 6 inputs and fewer than 16 outputs break even at G = 5 and win from there
+      on (0.5x at G = 50);
+    - wider layers with at least 16 outputs go by blocks of samples sorted by interval (the
+      kernel's ``blocked_product``): 0.55-0.8x the dense time from 13 bases per input (G = 10, k =
+      3) on, 0.6-0.9x at G = 5 up to 2048 edges, and 1.1-1.5x at G = 5 on wider ones;
+    - the others, and wide layers that also return the regulariser's norms (entry by entry), from
+      about 24 bases per input at up to 64 outputs, and from about 100 at 256 outputs.
+    """
     if n_in <= 6 and n_out < 16:
         return True
+    if n_in > 6 and n_out >= 16 and not edge_norms:  # the kernel's takes_blocks
+        return n_basis >= 13 or n_in * n_out <= 2048
     return n_basis >= 24 * max(1, n_out // 64)
 
 
@@ -360,11 +369,11 @@ class KANLinear(nn.Module):
             weight = torch.cat([weight, (mask * self.scale_base).unsqueeze(-1)], dim=-1)
         return weight.permute(1, 2, 0).contiguous()
 
-    def _takes_local_product(self, flat: torch.Tensor) -> bool:
+    def _takes_local_product(self, flat: torch.Tensor, edge_norms: bool = False) -> bool:
         """Whether the compiled local product beats the dense features and matrix product here."""
         if self.k > 5 or not native.usable(flat, self.k):
             return False
-        return _local_product_pays(self.in_features, self.out_features, self.n_basis)
+        return _local_product_pays(self.in_features, self.out_features, self.n_basis, edge_norms)
 
     def basis(self, x: torch.Tensor) -> torch.Tensor:
         """B-spline bases ``(*, in, G + k)`` of this layer's knots at ``x`` ``(*, in)``."""
@@ -385,7 +394,7 @@ class KANLinear(nn.Module):
         flat = x.reshape(-1, self.in_features)
         with_base = self.base_fun_name != "zero"
         fused = self.base_fun_name in ("silu", "zero")
-        if (fused or not edge_norms) and self._takes_local_product(flat):
+        if (fused or not edge_norms) and self._takes_local_product(flat, edge_norms):
             norms = None
             if fused:
                 scale_base = self.scale_base if with_base else None

@@ -5,7 +5,8 @@ basis features and the layer's weight matrix; the kernel does the same arithmeti
 form on evenly spaced knots, Horner's rule on the same per-interval tables on others,
 clamping, the slot-major layout) in vectorized passes, forward and first-order backward.
 Where the dense product would be mostly zeros (narrow layers, large grids), ``local_product``
-skips the feature matrix and multiplies each entry's ``k + 1`` bases into the output directly;
+skips the feature matrix and multiplies each entry's ``k + 1`` bases into the output directly
+(wide layers in blocks of samples sorted by interval, each interval's weight rows loaded once);
 ``kan_layer`` (and ``kan_layer_norms``, which adds the regulariser's per-edge norms) does that
 for a whole layer with the silu residual, its weight built from the parameters inside.
 ``load()`` compiles it from the package's source with torch's C++ extension tools (g++ and

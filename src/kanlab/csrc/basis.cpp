@@ -2,7 +2,8 @@
 // and its first-order input gradient, and the layer weight matrix that multiplies it; and the
 // local product, the layer's output from the same local bases without the feature matrix,
 // alone, for a whole layer from its parameters (kan_layer) and with the regulariser's per-edge
-// norms (kan_layer_norms).
+// norms (kan_layer_norms). The local product goes entry by entry on narrow layers and in blocks
+// of samples sorted by interval on wide ones (blocked_product, blocked_backward).
 //
 // The same arithmetic as the pure-torch path in splines.py: on evenly spaced knots the closed
 // form (f = (x - t_0) / h - s, the same polynomials in f on every interval); on other knots
@@ -17,6 +18,10 @@
 #include <ATen/Parallel.h>
 
 #include <cmath>
+#include <cstring>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <algorithm>
 #include <cstdint>
 #include <limits>
@@ -788,6 +793,367 @@ at::Tensor unpadded_sum(const at::Tensor& parts, const LocalShape& shape, int64_
   return result;
 }
 
+// ---- Wide layers (more than kNarrow inputs, at least kWideOut outputs) go block by block of
+// samples instead: taking an entry's k + 1 weight rows whole (product_chunk) reads and writes
+// a whole output row per weight row, and sums the weight gradient row by row in memory. Here a
+// block's entries are located once and sorted by interval within each input (a counting sort);
+// then, one tile of outputs at a time, an interval's k + 1 weight rows are loaded once for all
+// its entries (forward), its k + 1 gradient rows summed in registers over them (weight
+// gradient), and each entry's input gradient taken from the same rows. The residual, one weight
+// row per input, is left to three small matrix products.
+
+// Samples per block at most on coarse grids: a block's tile of outputs (kTileBytes per sample)
+// stays in L1.
+constexpr int64_t kBlockSamples = 128;
+// Outputs per tile: four 64-byte vectors.
+constexpr int64_t kTileBytes = 256;
+
+// 64-byte vectors (GCC/Clang vector extensions: AVX-512 registers where the machine has them,
+// pairs or quadruples of smaller ones elsewhere), loaded and stored without alignment.
+template <typename T> struct Simd;
+template <> struct Simd<float> { typedef float V __attribute__((vector_size(64))); };
+template <> struct Simd<double> { typedef double V __attribute__((vector_size(64))); };
+
+template <typename V, typename T>
+inline V load_vector(const T* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+
+template <typename V, typename T>
+inline void store_vector(T* p, V v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+
+// The sum of a vector's lanes, as a tree.
+template <typename T, typename V>
+inline T horizontal_sum(V v) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) return _mm512_reduce_add_ps((__m512)v);
+  else return _mm512_reduce_add_pd((__m512d)v);
+#else
+  constexpr int64_t kLanes = 64 / sizeof(T);
+  T lanes[kLanes];
+  std::memcpy(lanes, &v, sizeof(V));
+  for (int64_t half = kLanes / 2; half > 0; half /= 2)
+    for (int64_t l = 0; l < half; ++l) lanes[l] += lanes[l + half];
+  return lanes[0];
+#endif
+}
+
+// Whether a layer goes in blocks (layer._local_product_pays mirrors this rule); without a
+// residual, a NaN input sends it entry by entry, whose features make the NaN rows.
+bool takes_blocks(const LocalShape& shape) { return shape.n_in > kNarrow && shape.n_out >= kWideOut; }
+
+// One block's entries, input by input, sorted by interval: input i's entries in interval s are
+// [first[s], first[s + 1]) of first = start + i * (n_spans + 1), entry j the block's sample
+// sample[i * capacity + j] with its K + 1 local values (and bases' slopes) at (i * capacity + j)
+// * (K + 1). Entries outside the knots (or NaN) are left out.
+template <typename T, int K>
+struct SortedBlock {
+  int64_t n_in, n_spans, capacity;
+  std::vector<int32_t> start, sample, next, column_span;
+  std::vector<T> value, slope, column_value, column_slope;
+
+  SortedBlock(int64_t n_in_, int64_t n_spans_, int64_t capacity_, bool with_slopes)
+      : n_in(n_in_), n_spans(n_spans_), capacity(capacity_), start(n_in_ * (n_spans_ + 1)),
+        sample(n_in_ * capacity_), next(n_spans_), column_span(capacity_), value(n_in_ * capacity_ * (K + 1)),
+        slope(with_slopes ? n_in_ * capacity_ * (K + 1) : 0), column_value(capacity_ * (K + 1)),
+        column_slope(with_slopes ? capacity_ * (K + 1) : 0) {}
+
+  // Locates samples [b0, b0 + count) of X (batch, n_in) input by input (a column of samples at
+  // a time, as for narrow layers) and sorts each column's entries by interval; slopes (nullptr:
+  // none) also gives the bases' x-derivatives.
+  void build(const Locator<T>& values, const Locator<T>* slopes, const T* X, int64_t b0, int64_t count) {
+    alignas(64) T xs[kChunk];
+    Chunk<T, K> chunk;
+    for (int64_t i = 0; i < n_in; ++i) {
+      for (int64_t c0 = 0; c0 < count; c0 += kChunk) {
+        const int64_t m = std::min(kChunk, count - c0);
+        for (int64_t c = 0; c < m; ++c) xs[c] = X[(b0 + c0 + c) * n_in + i];
+        values.template fill<K, K + 1, true>(xs, i, m, false, chunk);
+        for (int64_t c = 0; c < m; ++c) column_span[c0 + c] = chunk.span[c];
+        for (int r = 0; r <= K; ++r) std::copy(chunk.values[r], chunk.values[r] + m, &column_value[r * capacity + c0]);
+        if (slopes == nullptr) continue;
+        slopes->template fill<K, K, true>(xs, i, m, true, chunk);
+        for (int r = 0; r <= K; ++r) std::copy(chunk.values[r], chunk.values[r] + m, &column_slope[r * capacity + c0]);
+      }
+      int32_t* first = start.data() + i * (n_spans + 1);
+      std::fill(first, first + n_spans + 1, 0);
+      for (int64_t c = 0; c < count; ++c)
+        if (column_span[c] >= 0) ++first[column_span[c] + 1];
+      for (int64_t s = 0; s < n_spans; ++s) first[s + 1] += first[s];
+      std::copy(first, first + n_spans, next.begin());
+      for (int64_t c = 0; c < count; ++c) {
+        const int32_t s = column_span[c];
+        if (s < 0) continue;
+        const int64_t j = i * capacity + next[s]++;
+        sample[j] = static_cast<int32_t>(c);
+        for (int r = 0; r <= K; ++r) value[j * (K + 1) + r] = column_value[r * capacity + c];
+        if (slopes != nullptr)
+          for (int r = 0; r <= K; ++r) slope[j * (K + 1) + r] = column_slope[r * capacity + c];
+      }
+    }
+  }
+};
+
+// The tiles of outputs: kTileBytes wide while that many remain, then as many whole vectors as
+// remain, then the last few outputs (fewer than one vector) alone. body(t0, width, vectors),
+// vectors the tile's whole vectors (std::integral_constant 1..4) or 0 for the last few.
+template <typename T, typename Body>
+inline void for_each_tile(int64_t n_out, Body body) {
+  constexpr int64_t kLanes = 64 / sizeof(T), kTile = kTileBytes / sizeof(T);
+  for (int64_t t0 = 0; t0 < n_out;) {
+    const int64_t remaining = n_out - t0;
+    const int64_t width = remaining >= kTile ? kTile : remaining >= kLanes ? remaining / kLanes * kLanes : remaining;
+    switch (width / kLanes) {
+      case 0: body(t0, width, std::integral_constant<int, 0>()); break;
+      case 1: body(t0, width, std::integral_constant<int, 1>()); break;
+      case 2: body(t0, width, std::integral_constant<int, 2>()); break;
+      case 3: body(t0, width, std::integral_constant<int, 3>()); break;
+      default: body(t0, width, std::integral_constant<int, 4>());
+    }
+    t0 += width;
+  }
+}
+
+// body(i, s, samples, values, slopes, j0, j1) for each input's non-empty interval: its entries
+// [j0, j1) of the input's samples, local values and slopes (K + 1 per entry; slopes null
+// without them).
+template <typename T, int K, typename Body>
+inline void for_each_interval(const SortedBlock<T, K>& block, Body body) {
+  for (int64_t i = 0; i < block.n_in; ++i) {
+    const int32_t* first = block.start.data() + i * (block.n_spans + 1);
+    const int32_t* samples = block.sample.data() + i * block.capacity;
+    const T* values = block.value.data() + i * block.capacity * (K + 1);
+    const T* slopes = block.slope.empty() ? nullptr : block.slope.data() + i * block.capacity * (K + 1);
+    for (int64_t s = 0; s < block.n_spans; ++s)
+      if (first[s] < first[s + 1]) body(i, s, samples, values, slopes, first[s], first[s + 1]);
+  }
+}
+
+// The K + 1 weight rows from w (n_out apart), kVectors vectors of each.
+template <typename V, int K, int kVectors, typename T>
+inline void load_rows(const T* w, int64_t n_out, V (&rows)[K + 1][kVectors]) {
+  constexpr int64_t kLanes = 64 / sizeof(T);
+  for (int r = 0; r <= K; ++r)
+    for (int q = 0; q < kVectors; ++q) rows[r][q] = load_vector<V>(w + r * n_out + q * kLanes);
+}
+
+// The block's count rows of G's tile [t0, t0 + width), contiguous (kTile apart): rows n_out
+// apart would share a few cache sets.
+template <typename T>
+inline void copy_tile(const T* G, int64_t count, int64_t n_out, int64_t t0, int64_t width, T* tile) {
+  constexpr int64_t kTile = kTileBytes / sizeof(T);
+  for (int64_t b = 0; b < count; ++b) std::copy(G + b * n_out + t0, G + b * n_out + t0 + width, tile + b * kTile);
+}
+
+// out[b, :] (the block's rows, n_out apart) += the spline part of each entry: sum_r v_r * W[i,
+// s + r, :], W the padded weight (n_in, padded_rows, n_out).
+template <typename T, int K>
+void block_forward(const SortedBlock<T, K>& block, const T* W, int64_t padded_rows, int64_t n_out, int64_t count,
+                   T* out) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t kLanes = 64 / sizeof(T), kTile = kTileBytes / sizeof(T);
+  std::vector<T> scratch(count * kTile);  // the block's rows of the tile, contiguous (as copy_tile's)
+  for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
+    constexpr int kVectors = decltype(vectors)::value;
+    T* tile = scratch.data();
+    std::fill(tile, tile + count * kTile, T(0));
+    for_each_interval(block, [&](int64_t i, int64_t s, const int32_t* samples, const T* values, const T*,
+                                 int32_t j0, int32_t j1) {
+      const T* w = W + (i * padded_rows + s) * n_out + t0;
+      if constexpr (kVectors > 0) {
+        V rows[K + 1][kVectors];
+        load_rows<V, K, kVectors>(w, n_out, rows);
+        for (int32_t j = j0; j < j1; ++j) {
+          T* o = tile + samples[j] * kTile;
+          const T* v = values + j * (K + 1);
+          for (int q = 0; q < kVectors; ++q) {
+            V sum = v[0] * rows[0][q];
+            for (int r = 1; r <= K; ++r) sum += v[r] * rows[r][q];
+            store_vector(o + q * kLanes, load_vector<V>(o + q * kLanes) + sum);
+          }
+        }
+      } else {
+        for (int32_t j = j0; j < j1; ++j) {
+          T* o = tile + samples[j] * kTile;
+          const T* v = values + j * (K + 1);
+          for (int64_t l = 0; l < width; ++l) {
+            T sum = v[0] * w[l];
+            for (int r = 1; r <= K; ++r) sum += v[r] * w[r * n_out + l];
+            o[l] += sum;
+          }
+        }
+      }
+    });
+    for (int64_t b = 0; b < count; ++b) {
+      T* row = out + b * n_out + t0;
+#pragma omp simd
+      for (int64_t l = 0; l < width; ++l) row[l] += tile[b * kTile + l];
+    }
+  });
+}
+
+// The spline rows' weight gradient: grad_w[i, s + r, :] (padded, n_out per row) += sum over the
+// entries of v_r * G[b, :] (G the block's rows of the output gradient), an interval's k + 1 rows
+// summed in registers over its entries.
+template <typename T, int K>
+void block_weight_gradient(const SortedBlock<T, K>& block, const T* G, int64_t padded_rows, int64_t n_out,
+                           int64_t count, T* grad_w) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t kLanes = 64 / sizeof(T), kTile = kTileBytes / sizeof(T);
+  std::vector<T> scratch(count * kTile);  // the block's rows of G's tile (copy_tile)
+  for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
+    constexpr int kVectors = decltype(vectors)::value;
+    T* tile = scratch.data();
+    copy_tile(G, count, n_out, t0, width, tile);
+    for_each_interval(block, [&](int64_t i, int64_t s, const int32_t* samples, const T* values, const T*,
+                                 int32_t j0, int32_t j1) {
+      T* target = grad_w + (i * padded_rows + s) * n_out + t0;
+      if constexpr (kVectors > 0) {
+        V sums[K + 1][kVectors] = {};
+        for (int32_t j = j0; j < j1; ++j) {
+          const T* g = tile + samples[j] * kTile;
+          const T* v = values + j * (K + 1);
+          V grads[kVectors];
+          for (int q = 0; q < kVectors; ++q) grads[q] = load_vector<V>(g + q * kLanes);
+          for (int r = 0; r <= K; ++r)
+            for (int q = 0; q < kVectors; ++q) sums[r][q] += v[r] * grads[q];
+        }
+        for (int r = 0; r <= K; ++r)
+          for (int q = 0; q < kVectors; ++q) {
+            T* p = target + r * n_out + q * kLanes;
+            store_vector(p, load_vector<V>(p) + sums[r][q]);
+          }
+      } else {
+        for (int r = 0; r <= K; ++r)
+          for (int32_t j = j0; j < j1; ++j) {
+            const T* g = tile + samples[j] * kTile;
+            const T v = values[j * (K + 1) + r];
+            for (int64_t l = 0; l < width; ++l) target[r * n_out + l] += v * g[l];
+          }
+      }
+    });
+  });
+}
+
+// The spline part of x's gradient: result[b, i] (the block's rows, n_in apart) += sum_r slope_r *
+// <W[i, s + r, tile], G[b, tile]> for each tile of outputs, an interval's rows loaded once for
+// all its entries (the caller zeroes the rows; entries outside the knots keep 0).
+template <typename T, int K>
+void block_input_gradient(const SortedBlock<T, K>& block, const T* G, const T* W, int64_t padded_rows,
+                          int64_t n_out, int64_t count, T* result) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t kLanes = 64 / sizeof(T), kTile = kTileBytes / sizeof(T);
+  const int64_t n_in = block.n_in;
+  std::vector<T> scratch(count * kTile);  // the block's rows of G's tile (copy_tile)
+  for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
+    constexpr int kVectors = decltype(vectors)::value;
+    T* tile = scratch.data();
+    copy_tile(G, count, n_out, t0, width, tile);
+    for_each_interval(block, [&](int64_t i, int64_t s, const int32_t* samples, const T*, const T* slopes,
+                                 int32_t j0, int32_t j1) {
+      const T* w = W + (i * padded_rows + s) * n_out + t0;
+      if constexpr (kVectors > 0) {
+        V rows[K + 1][kVectors];
+        load_rows<V, K, kVectors>(w, n_out, rows);
+        for (int32_t j = j0; j < j1; ++j) {
+          const T* g = tile + samples[j] * kTile;
+          const T* d = slopes + j * (K + 1);
+          V dot = {};
+          for (int q = 0; q < kVectors; ++q) {
+            V u = d[0] * rows[0][q];
+            for (int r = 1; r <= K; ++r) u += d[r] * rows[r][q];
+            dot += u * load_vector<V>(g + q * kLanes);
+          }
+          result[samples[j] * n_in + i] += horizontal_sum<T>(dot);
+        }
+      } else {
+        for (int32_t j = j0; j < j1; ++j) {
+          const T* g = tile + samples[j] * kTile;
+          const T* d = slopes + j * (K + 1);
+          T sum = T(0);
+          for (int64_t l = 0; l < width; ++l) {
+            T u = d[0] * w[l];
+            for (int r = 1; r <= K; ++r) u += d[r] * w[r * n_out + l];
+            sum += u * g[l];
+          }
+          result[samples[j] * n_in + i] += sum;
+        }
+      }
+    });
+  });
+}
+
+// Samples per block: kBlockSamples (more on fine grids), fewer where that leaves a thread
+// without a block.
+int64_t block_samples(int64_t batch, int64_t n_spans) {
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  // fine grids: about 8 entries per interval, so that loading an interval's rows pays off
+  const int64_t most = std::max(kBlockSamples, std::min<int64_t>(8 * n_spans, 1024));
+  return std::clamp<int64_t>((batch + threads - 1) / threads, 16, most);
+}
+
+// The locator for a wide layer's blocks (columns of samples, as for_each_chunk's narrow layers).
+template <typename T>
+Locator<T> column_locator(const Intervals<T>& intervals, const at::Tensor& knots) {
+  return Locator<T>{intervals.knots, nullptr, knots.size(0), knots.size(1), intervals.table, intervals.columns,
+                    intervals.cardinal, intervals.start, intervals.step};
+}
+
+// The spline part of a wide layer's output, added into out (batch, n_out).
+template <typename T, int K>
+void blocked_product(const Intervals<T>& intervals, const at::Tensor& knots, const T* X, const T* W,
+                     const LocalShape& shape, T* out) {
+  const Locator<T> locate = column_locator(intervals, knots);
+  const int64_t block = block_samples(shape.batch, knots.size(1) - 1), n_blocks = (shape.batch + block - 1) / block;
+  const int64_t n_spans = knots.size(1) - 1;
+  at::parallel_for(0, n_blocks, 1, [&](int64_t begin, int64_t end) {
+    SortedBlock<T, K> sorted(shape.n_in, n_spans, block, false);
+    for (int64_t index = begin; index < end; ++index) {
+      const int64_t b0 = index * block, count = std::min(block, shape.batch - b0);
+      sorted.build(locate, nullptr, X, b0, count);
+      block_forward(sorted, W, shape.padded_rows, shape.n_out, count, out + b0 * shape.n_out);
+    }
+  });
+}
+
+// The spline part of a wide layer's gradients: x's into grad_x (batch, n_in) where given, the
+// padded weight's into the calling thread's part (parts + thread * part_size) where given.
+template <typename T, int K>
+void blocked_backward(const Intervals<T>& values, const Intervals<T>& slopes, const at::Tensor& knots, const T* X,
+                      const T* G, const T* W, const LocalShape& shape, T* grad_x, T* parts, int64_t part_size,
+                      int64_t n_parts) {
+  const Locator<T> locate_values = column_locator(values, knots), locate_slopes = column_locator(slopes, knots);
+  const int64_t block = block_samples(shape.batch, knots.size(1) - 1), n_blocks = (shape.batch + block - 1) / block;
+  const int64_t n_spans = knots.size(1) - 1, n_in = shape.n_in, n_out = shape.n_out;
+  std::vector<char> zeroed(n_parts, 0);  // each thread's part, zeroed by that thread before its first block
+  at::parallel_for(0, n_blocks, 1, [&](int64_t begin, int64_t end) {
+    SortedBlock<T, K> sorted(n_in, n_spans, block, grad_x != nullptr);
+    T* part = nullptr;
+    if (parts != nullptr) {
+      const int64_t thread = at::get_thread_num();
+      TORCH_CHECK(thread < n_parts, "more threads than at the start of the backward pass");
+      part = parts + thread * part_size;
+      if (!zeroed[thread]) std::fill(part, part + part_size, T(0));
+      zeroed[thread] = 1;
+    }
+    for (int64_t index = begin; index < end; ++index) {
+      const int64_t b0 = index * block, count = std::min(block, shape.batch - b0);
+      sorted.build(locate_values, grad_x != nullptr ? &locate_slopes : nullptr, X, b0, count);
+      if (part != nullptr) block_weight_gradient(sorted, G + b0 * n_out, shape.padded_rows, n_out, count, part);
+      if (grad_x != nullptr) {
+        std::fill(grad_x + b0 * n_in, grad_x + (b0 + count) * n_in, T(0));
+        block_input_gradient(sorted, G + b0 * n_out, W, shape.padded_rows, n_out, count, grad_x + b0 * n_in);
+      }
+    }
+  });
+  for (int64_t thread = 0; thread < n_parts && parts != nullptr; ++thread)
+    if (!zeroed[thread]) std::fill(parts + thread * part_size, parts + (thread + 1) * part_size, T(0));
+}
+
 // out (batch, n_out) from the padded weight (see padded_weight).
 at::Tensor product_from_padded(const at::Tensor& x, const std::optional<at::Tensor>& base, const at::Tensor& knots,
                                const std::optional<at::Tensor>& table, int64_t k,
@@ -795,7 +1161,9 @@ at::Tensor product_from_padded(const at::Tensor& x, const std::optional<at::Tens
                                const std::optional<at::Tensor>& step, const at::Tensor& padded,
                                const LocalShape& shape) {
   const bool with_base = base.has_value();
-  at::Tensor result = at::zeros({shape.batch, shape.n_out}, x.options());
+  const bool blocks = takes_blocks(shape) && (with_base || !at::isnan(x).any().item<bool>());
+  at::Tensor result = blocks && with_base ? at::mm(*base, padded.select(1, shape.padded_rows - 1))
+                                          : at::zeros({shape.batch, shape.n_out}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "local_product", [&] {
     using T = scalar_t;
     const T *X = x.const_data_ptr<T>(), *R = with_base ? base->const_data_ptr<T>() : nullptr;
@@ -806,6 +1174,10 @@ at::Tensor product_from_padded(const at::Tensor& x, const std::optional<at::Tens
     with_degree(k, [&](auto degree) {
       constexpr int K = decltype(degree)::value;
       if constexpr (K > 0) {
+        if (blocks) {
+          blocked_product<T, K>(intervals_, knots, X, W, shape, out);
+          return;
+        }
         for_each_chunk<T, K, K + 1>(
             intervals_, knots, X, shape.batch, false,
             [&](int64_t b, int64_t first, int64_t count, const Chunk<T, K>& chunk) {
@@ -843,10 +1215,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> product_backward_from_padded(
   const at::Tensor g = grad.contiguous();
   at::Tensor grad_x = need_x ? at::empty_like(x) : at::empty({0}, x.options());
   at::Tensor grad_base = at::empty({0}, x.options());
+  const bool blocks = takes_blocks(shape) && (with_base || !at::isnan(x).any().item<bool>());
   const int64_t n_threads = need_weight ? at::get_num_threads() : 0;
   const int64_t spread = n_out >= kWideOut ? 1 : kSpread, copy_size = n_in * padded_rows * n_out;
-  at::Tensor parts =
-      need_weight ? at::zeros({n_threads * spread, n_in, padded_rows, n_out}, x.options()) : at::Tensor();
+  // the blocks zero their thread's part themselves (in parallel, while it is in cache)
+  at::Tensor parts = !need_weight ? at::Tensor()
+                     : blocks     ? at::empty({n_threads, n_in, padded_rows, n_out}, x.options())
+                                  : at::zeros({n_threads * spread, n_in, padded_rows, n_out}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "local_product_backward", [&] {
     using T = scalar_t;
     const T *X = x.const_data_ptr<T>(), *R = with_base ? base->const_data_ptr<T>() : nullptr;
@@ -854,6 +1229,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> product_backward_from_padded(
     with_degree(k, [&](auto degree) {
       constexpr int K = decltype(degree)::value;
       if constexpr (K > 0) {
+        if (blocks) {
+          const Intervals<T> values = intervals<T>(knots, table, cardinal, start, step, k);
+          const Intervals<T> slopes =
+              need_x ? intervals<T>(knots, derivative_table, cardinal_derivative, start, step, k) : values;
+          blocked_backward<T, K>(values, slopes, knots, X, G, W, shape, need_x ? grad_x.data_ptr<T>() : nullptr,
+                                 need_weight ? parts.data_ptr<T>() : nullptr, copy_size, n_threads);
+          return;
+        }
         if (need_weight) {
           T* P = parts.data_ptr<T>();
           auto own_part = [&]() {
@@ -899,6 +1282,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> product_backward_from_padded(
   });
   // grad_base[b, i] = <weight[i, residual row, :], grad[b, :]>: one small matrix product
   if (need_base && with_base) grad_base = at::mm(g, padded.select(1, padded_rows - 1).t());
+  // the blocks leave the residual row's weight gradient to a matrix product too
+  if (blocks && need_weight && with_base) parts.select(0, 0).select(1, padded_rows - 1).add_(at::mm(base->t(), g));
   return {grad_x, grad_base, need_weight ? parts : at::empty({0}, x.options())};
 }
 
@@ -939,6 +1324,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> local_product_backward(
 
 namespace {
 
+// The fused layer's weight and its gradients are rearranged (coef's (out, in, n_basis) to the
+// padded (in, rows, out) and back) in blocks of kSpan outputs by kInputs inputs, whose
+// parameters lie together in coef and whose padded rows take kSpan values at a time; over
+// threads from kLargeLayer coefficients on.
+constexpr int64_t kSpan = 16, kInputs = 16;
+constexpr int64_t kLargeLayer = 1 << 14;
+
+// body(i0, inputs, o0, outputs, block) for each block, block a (kInputs, n_basis + 1, kSpan)
+// scratch of the calling thread.
+template <typename T, typename Body>
+void for_each_transpose_block(const LocalShape& shape, Body body) {
+  const int64_t n_blocks = (shape.n_in + kInputs - 1) / kInputs;
+  const int64_t grain = std::max<int64_t>(1, kLargeLayer / std::max<int64_t>(1, kInputs * shape.n_out * shape.n_basis));
+  at::parallel_for(0, n_blocks, grain, [&](int64_t begin, int64_t end) {
+    std::vector<T> block(kInputs * (shape.n_basis + 1) * kSpan);
+    for (int64_t index = begin; index < end; ++index) {
+      const int64_t i0 = index * kInputs, inputs = std::min(kInputs, shape.n_in - i0);
+      for (int64_t o0 = 0; o0 < shape.n_out; o0 += kSpan) body(i0, inputs, o0, std::min(kSpan, shape.n_out - o0), block.data());
+    }
+  });
+}
 LocalShape layer_shape(const at::Tensor& x, const at::Tensor& knots, int64_t k, const at::Tensor& coef,
                        const at::Tensor& scale_sp, const std::optional<at::Tensor>& scale_base,
                        const at::Tensor& mask) {
@@ -963,21 +1369,36 @@ LocalShape layer_shape(const at::Tensor& x, const at::Tensor& knots, int64_t k, 
 at::Tensor layer_padded_weight(const at::Tensor& coef, const at::Tensor& scale_sp,
                                const std::optional<at::Tensor>& scale_base, const at::Tensor& mask,
                                const LocalShape& shape, int64_t k) {
-  at::Tensor padded = at::zeros({shape.n_in, shape.padded_rows, shape.n_out}, coef.options());
+  at::Tensor padded = at::empty({shape.n_in, shape.padded_rows, shape.n_out}, coef.options());
   AT_DISPATCH_FLOATING_TYPES(coef.scalar_type(), "layer_padded_weight", [&] {
     using T = scalar_t;
     const T *C = coef.const_data_ptr<T>(), *S = scale_sp.const_data_ptr<T>(), *M = mask.const_data_ptr<T>();
     const T* B = scale_base.has_value() ? scale_base->const_data_ptr<T>() : nullptr;
     T* P = padded.data_ptr<T>();
     const int64_t n_in = shape.n_in, n_out = shape.n_out, n_basis = shape.n_basis, rows = shape.padded_rows;
-    for (int64_t o = 0; o < n_out; ++o)
-      for (int64_t i = 0; i < n_in; ++i) {
-        const int64_t edge = o * n_in + i;
-        const T spline_scale = M[edge] * S[edge];
-        T* column = P + i * rows * n_out + o;
-        for (int64_t m = 0; m < n_basis; ++m) column[(k + m) * n_out] = spline_scale * C[edge * n_basis + m];
-        if (B != nullptr) column[(rows - 1) * n_out] = M[edge] * B[edge];
+    const int64_t width = n_basis + 1;  // a block's rows per input: the spline rows, the residual
+    for_each_transpose_block<T>(shape, [&](int64_t i0, int64_t inputs, int64_t o0, int64_t outputs, T* block) {
+      for (int64_t l = 0; l < outputs; ++l)
+        for (int64_t a = 0; a < inputs; ++a) {
+          const int64_t edge = (o0 + l) * n_in + i0 + a;
+          const T spline_scale = M[edge] * S[edge];
+          T* column = block + a * width * kSpan + l;
+          for (int64_t m = 0; m < n_basis; ++m) column[m * kSpan] = spline_scale * C[edge * n_basis + m];
+          if (B != nullptr) column[n_basis * kSpan] = M[edge] * B[edge];
+        }
+      for (int64_t a = 0; a < inputs; ++a) {
+        const T* source = block + a * width * kSpan;
+        T* target = P + (i0 + a) * rows * n_out + o0;
+        for (int64_t m = 0; m < n_basis; ++m)
+          std::copy(source + m * kSpan, source + m * kSpan + outputs, target + (k + m) * n_out);
+        if (B != nullptr) std::copy(source + n_basis * kSpan, source + n_basis * kSpan + outputs, target + (rows - 1) * n_out);
+        else std::fill(target + (rows - 1) * n_out, target + (rows - 1) * n_out + outputs, T(0));
+        for (int64_t r = 0; r < k; ++r) {  // the padding rows above and below the bases
+          std::fill(target + r * n_out, target + r * n_out + outputs, T(0));
+          std::fill(target + (k + n_basis + r) * n_out, target + (k + n_basis + r) * n_out + outputs, T(0));
+        }
       }
+    });
   });
   return padded;
 }
@@ -1011,26 +1432,31 @@ void layer_gradients(const at::Tensor& parts, const LocalShape& shape, int64_t k
     T* GS = grad_sp.defined() ? grad_sp.data_ptr<T>() : nullptr;
     T* GB = grad_base.defined() ? grad_base.data_ptr<T>() : nullptr;
     const int64_t n_in = shape.n_in, n_out = shape.n_out, n_basis = shape.n_basis, rows = shape.padded_rows;
-    const int64_t copies = parts.size(0), copy_size = n_in * rows * n_out;
-    auto total = [&](int64_t i, int64_t row, int64_t o) {
-      const T* source = P + (i * rows + row) * n_out + o;
-      T sum = source[0];
-      for (int64_t copy = 1; copy < copies; ++copy) sum += source[copy * copy_size];
-      return sum;
-    };
-    for (int64_t o = 0; o < n_out; ++o)
-      for (int64_t i = 0; i < n_in; ++i) {
-        const int64_t edge = o * n_in + i;
-        const T spline_scale = M[edge] * S[edge];
-        T slope = T(0);
-        for (int64_t m = 0; m < n_basis; ++m) {
-          const T g = total(i, k + m, o);
-          if (GC != nullptr) GC[edge * n_basis + m] = g * spline_scale;
-          slope += g * C[edge * n_basis + m];
+    const int64_t copies = parts.size(0), copy_size = n_in * rows * n_out, width = n_basis + 1;
+    for_each_transpose_block<T>(shape, [&](int64_t i0, int64_t inputs, int64_t o0, int64_t outputs, T* block) {
+      for (int64_t a = 0; a < inputs; ++a)
+        for (int64_t m = 0; m < width; ++m) {  // the rows' sums over the copies
+          const T* source = P + ((i0 + a) * rows + (m < n_basis ? k + m : rows - 1)) * n_out + o0;
+          T* total = block + (a * width + m) * kSpan;
+          std::copy(source, source + outputs, total);
+          for (int64_t copy = 1; copy < copies; ++copy)
+            for (int64_t l = 0; l < outputs; ++l) total[l] += source[copy * copy_size + l];
         }
-        if (GS != nullptr) GS[edge] = slope * M[edge];
-        if (GB != nullptr) GB[edge] = total(i, rows - 1, o) * M[edge];
-      }
+      for (int64_t l = 0; l < outputs; ++l)
+        for (int64_t a = 0; a < inputs; ++a) {
+          const int64_t edge = (o0 + l) * n_in + i0 + a;
+          const T spline_scale = M[edge] * S[edge];
+          const T* column = block + a * width * kSpan + l;
+          T slope = T(0);
+          for (int64_t m = 0; m < n_basis; ++m) {
+            const T g = column[m * kSpan];
+            if (GC != nullptr) GC[edge * n_basis + m] = g * spline_scale;
+            slope += g * C[edge * n_basis + m];
+          }
+          if (GS != nullptr) GS[edge] = slope * M[edge];
+          if (GB != nullptr) GB[edge] = column[n_basis * kSpan] * M[edge];
+        }
+    });
   });
 }
 
