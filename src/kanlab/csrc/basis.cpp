@@ -1108,8 +1108,8 @@ template <typename T, int K>
 void blocked_product(const Intervals<T>& intervals, const at::Tensor& knots, const T* X, const T* W,
                      const LocalShape& shape, T* out) {
   const Locator<T> locate = column_locator(intervals, knots);
-  const int64_t block = block_samples(shape.batch, knots.size(1) - 1), n_blocks = (shape.batch + block - 1) / block;
   const int64_t n_spans = knots.size(1) - 1;
+  const int64_t block = block_samples(shape.batch, n_spans), n_blocks = (shape.batch + block - 1) / block;
   at::parallel_for(0, n_blocks, 1, [&](int64_t begin, int64_t end) {
     SortedBlock<T, K> sorted(shape.n_in, n_spans, block, false);
     for (int64_t index = begin; index < end; ++index) {
@@ -1127,8 +1127,8 @@ void blocked_backward(const Intervals<T>& values, const Intervals<T>& slopes, co
                       const T* G, const T* W, const LocalShape& shape, T* grad_x, T* parts, int64_t part_size,
                       int64_t n_parts) {
   const Locator<T> locate_values = column_locator(values, knots), locate_slopes = column_locator(slopes, knots);
-  const int64_t block = block_samples(shape.batch, knots.size(1) - 1), n_blocks = (shape.batch + block - 1) / block;
   const int64_t n_spans = knots.size(1) - 1, n_in = shape.n_in, n_out = shape.n_out;
+  const int64_t block = block_samples(shape.batch, n_spans), n_blocks = (shape.batch + block - 1) / block;
   std::vector<char> zeroed(n_parts, 0);  // each thread's part, zeroed by that thread before its first block
   at::parallel_for(0, n_blocks, 1, [&](int64_t begin, int64_t end) {
     SortedBlock<T, K> sorted(n_in, n_spans, block, grad_x != nullptr);
