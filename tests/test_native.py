@@ -318,7 +318,7 @@ def _regularised_results(layer, x, grad, grad_norms):
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("kind", ["uniform", "adapted"])
 @pytest.mark.parametrize("base_fun", ["silu", "zero"])
-@pytest.mark.parametrize("shape", [(3, 2), (20, 3), (9, 17)])
+@pytest.mark.parametrize("shape", [(3, 2), (5, 1), (20, 3), (9, 17)])
 def test_fused_layer_with_edge_norms_equals_the_dense_path(dtype, k, kind, base_fun, shape, monkeypatch):
     """Regularised training's fused layer (output and per-edge mean |phi| from the local values)
     against the torch path's features and edge_mean_abs: values and every gradient, with a pruned
@@ -365,19 +365,47 @@ def test_fused_layer_passes_gradcheck_and_gradgradcheck(with_base, edge_norms, s
         assert torch.autograd.gradgradcheck(function, (x, *parameters))
 
 
+@pytest.mark.parametrize("shape", [(2, 3), (16, 7), (40, 70)])  # (out, in): by columns, by rows, in blocks
+@pytest.mark.parametrize("edge_norms", [False, True])
+def test_fused_backward_reuses_the_forward_weight(shape, edge_norms):
+    """The fused layer's backward given the forward pass's padded weight equals the one that
+    builds it again, and a padded weight of another shape is refused."""
+    generator = torch.Generator().manual_seed(3)
+    n_out, n_in = shape
+    plan, x, _ = _gradcheck_inputs(generator, n_in)
+    coef = torch.randn(n_out, n_in, plan.n_basis, generator=generator, dtype=torch.float64)
+    scale_sp, scale_base = (torch.randn(n_out, n_in, generator=generator, dtype=torch.float64) for _ in range(2))
+    mask = torch.ones(n_out, n_in, dtype=torch.float64)
+    parameters = (x.detach(), plan, coef, scale_sp, scale_base, mask)
+    grads = [torch.randn(20, n_out, generator=generator, dtype=torch.float64)]
+    if edge_norms:
+        *_, padded = native.kan_layer_norms(*parameters)
+        grads.append(torch.randn(n_out, n_in, generator=generator, dtype=torch.float64))
+        backward = native.kan_layer_norms_backward
+    else:
+        _, padded = native.kan_layer(*parameters)
+        backward = native.kan_layer_backward
+    reused = backward(*grads, *parameters, (True,) * 4, padded)
+    rebuilt = backward(*grads, *parameters, (True,) * 4)
+    for ours, theirs in zip(reused, rebuilt):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="padded"):
+        backward(*grads, *parameters, (True,) * 4, padded[:, 1:])
+
+
 def test_local_product_is_taken_where_it_pays():
-    """Narrow layers always; wider ones once the grid makes the dense product the larger, from
-    13 bases per input (or small layers) where the kernel takes blocks of samples."""
+    """Narrow layers always; layers the kernel takes in blocks of samples from a batch of 256 on
+    (small ones from any batch); the others once the grid makes the dense product the larger."""
     pays = layer_module._local_product_pays
     assert pays(2, 5, 8) and pays(5, 1, 8)
-    assert not pays(256, 256, 8) and not pays(64, 64, 8) and pays(16, 16, 8) and pays(16, 128, 8)
-    assert pays(64, 64, 13) and pays(256, 256, 13) and pays(784, 64, 23)
+    assert pays(256, 256, 8) and pays(784, 64, 8, batch=256) and pays(64, 64, 8) and pays(16, 128, 8)
+    assert pays(128, 128, 13, batch=64) and not pays(256, 256, 8, batch=192) and not pays(784, 64, 13, batch=32)
     assert not pays(64, 64, 13, edge_norms=True) and not pays(64, 10, 13)  # entry by entry: later
     assert pays(64, 64, 53, edge_norms=True) and pays(256, 256, 103, edge_norms=True)
     model = KAN([2, 3, 1], grid=5, seed=0, dtype=torch.float64)
     names = _graph_names(model(torch.zeros(4, 2, dtype=torch.float64, requires_grad=True)))
     assert names == {"_KANLayerBackward", "AccumulateGrad", "ViewBackward0"}  # one node per layer
-    names = _graph_names(KANLinear(64, 64, grid=5)(torch.zeros(4, 64)))
+    names = _graph_names(KANLinear(256, 256, grid=5)(torch.zeros(4, 256)))  # a wide layer, a small batch
     assert "_KANLayerBackward" not in names and "_FeatureWeightBackward" in names
     with native.disabled():
         assert "_KANLayerBackward" not in _graph_names(model(torch.zeros(4, 2, dtype=torch.float64)))

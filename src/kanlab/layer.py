@@ -102,25 +102,26 @@ class _FeatureWeight(torch.autograd.Function):
         return grad_coef, grad_spline_scale, grad_base_scale
 
 
-def _local_product_pays(n_in: int, n_out: int, n_basis: int, edge_norms: bool = False) -> bool:
+def _local_product_pays(n_in: int, n_out: int, n_basis: int, edge_norms: bool = False, batch: int = 1024) -> bool:
     """Whether the compiled local product (``batch * in * (k + 1) * out`` multiply-adds and the
     residual's matrix products) beats the dense features and matrix product (``batch * in * (G +
-    k + 1) * out``, at matmul speed) for this layer shape. Measured on 2 cores (fwd+bwd, float32
-    and float64):
+    k + 1) * out``, at matmul speed) for this layer shape and batch. Measured on 2 cores
+    (fwd+bwd, float32 and float64, gradients cleared between steps):
 
     - layers of at most 6 inputs and fewer than 16 outputs break even at G = 5 and win from there
       on (0.5x at G = 50);
     - wider layers with at least 16 outputs go by blocks of samples sorted by interval (the
-      kernel's ``blocked_product``): 0.55-0.9x the dense time from 13 bases per input (G = 10, k =
-      3) on (1.1x for a batch of 256 on 784 inputs at G = 10), 0.6-0.9x at G = 5 up to 2048
-      edges, and 1.1-1.5x at G = 5 on wider ones;
+      kernel's ``blocked_product``): 0.55-0.95x the dense time at G = 5 (and less on finer grids)
+      from a batch of 256 on, and on layers of up to 128 x 128 edges from a batch of 64; smaller
+      batches on wider layers (1.2-1.4x: the weight's rearrangements then outweigh the products)
+      take the last rule;
     - the others, and wide layers that also return the regulariser's norms (entry by entry), from
       about 24 bases per input at up to 64 outputs, and from about 100 at 256 outputs.
     """
     if n_in <= 6 and n_out < 16:
         return True
-    if n_in > 6 and n_out >= 16 and not edge_norms:  # the kernel's takes_blocks
-        return n_basis >= 13 or n_in * n_out <= 2048
+    if n_in > 6 and n_out >= 16 and not edge_norms and (batch >= 256 or n_in * n_out <= 16384):  # takes_blocks
+        return True
     return n_basis >= 24 * max(1, n_out // 64)
 
 
@@ -194,18 +195,22 @@ class _KANLayer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, coef, scale_sp, scale_base, mask, plan, edge_norms):
-        ctx.save_for_backward(x, coef, scale_sp, scale_base, mask)
         ctx.plan, ctx.edge_norms = plan, edge_norms
         if edge_norms:
-            return native.kan_layer_norms(x, plan, coef, scale_sp, scale_base, mask)
-        return native.kan_layer(x, plan, coef, scale_sp, scale_base, mask)
+            out, norms, padded = native.kan_layer_norms(x, plan, coef, scale_sp, scale_base, mask)
+        else:
+            out, padded = native.kan_layer(x, plan, coef, scale_sp, scale_base, mask)
+        # the kernel's padded weight (about coef's size) is kept for the backward pass, which
+        # would otherwise rearrange the parameters into it again
+        ctx.save_for_backward(x, coef, scale_sp, scale_base, mask, padded)
+        return (out, norms) if edge_norms else out
 
     @staticmethod
     def backward(ctx, *grads):
-        x, coef, scale_sp, scale_base, mask = ctx.saved_tensors
+        x, coef, scale_sp, scale_base, mask, padded = ctx.saved_tensors
         needs = tuple(ctx.needs_input_grad[:4])
         if not torch.is_grad_enabled():
-            parameters = (x, ctx.plan, coef, scale_sp, scale_base, mask, needs)
+            parameters = (x, ctx.plan, coef, scale_sp, scale_base, mask, needs, padded)
             if ctx.edge_norms:
                 return (*native.kan_layer_norms_backward(*grads, *parameters), None, None, None)
             return (*native.kan_layer_backward(*grads, *parameters), None, None, None)
@@ -374,7 +379,7 @@ class KANLinear(nn.Module):
         """Whether the compiled local product beats the dense features and matrix product here."""
         if self.k > 5 or not native.usable(flat, self.k):
             return False
-        return _local_product_pays(self.in_features, self.out_features, self.n_basis, edge_norms)
+        return _local_product_pays(self.in_features, self.out_features, self.n_basis, edge_norms, flat.shape[0])
 
     def basis(self, x: torch.Tensor) -> torch.Tensor:
         """B-spline bases ``(*, in, G + k)`` of this layer's knots at ``x`` ``(*, in)``."""

@@ -199,10 +199,11 @@ def _backward_tables(plan) -> tuple:
 
 
 def kan_layer(x: torch.Tensor, plan, coef: torch.Tensor, scale_sp: torch.Tensor, scale_base: torch.Tensor | None,
-              mask: torch.Tensor) -> torch.Tensor:
+              mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A layer's ``(N, out)`` output from its parameters in one call (see ``layer._KANLayer``): the
     local product with the weight ``mask * scale_sp * coef`` and, when ``scale_base`` is given, the
-    residual ``mask * scale_base * silu(x)``; degrees 1..5."""
+    residual ``mask * scale_base * silu(x)``; degrees 1..5. Also the padded weight the kernel built
+    from the parameters, which the backward pass can take instead of building it again."""
     return torch.ops.kanlab_native.kan_layer(
         x.contiguous(), plan.knots.contiguous(), plan.value_table, plan.k, *_closed_form(plan, plan.cardinal),
         *_layer_parameters(coef, scale_sp, scale_base, mask),
@@ -210,9 +211,10 @@ def kan_layer(x: torch.Tensor, plan, coef: torch.Tensor, scale_sp: torch.Tensor,
 
 
 def kan_layer_norms(x: torch.Tensor, plan, coef: torch.Tensor, scale_sp: torch.Tensor,
-                    scale_base: torch.Tensor | None, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``kan_layer``'s output and each edge's ``mean_b |phi(x)|`` ``(out, in)`` (the regulariser's
-    norms, residual included, as ``splines.edge_mean_abs`` of the features) in one call."""
+                    scale_base: torch.Tensor | None, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``kan_layer``'s output, each edge's ``mean_b |phi(x)|`` ``(out, in)`` (the regulariser's
+    norms, residual included, as ``splines.edge_mean_abs`` of the features) and the padded weight,
+    in one call."""
     return torch.ops.kanlab_native.kan_layer_norms(
         x.contiguous(), plan.knots.contiguous(), plan.value_table, plan.k, *_closed_form(plan, plan.cardinal),
         *_layer_parameters(coef, scale_sp, scale_base, mask),
@@ -221,21 +223,24 @@ def kan_layer_norms(x: torch.Tensor, plan, coef: torch.Tensor, scale_sp: torch.T
 
 def kan_layer_backward(grad: torch.Tensor, x: torch.Tensor, plan, coef: torch.Tensor, scale_sp: torch.Tensor,
                        scale_base: torch.Tensor | None, mask: torch.Tensor,
-                       needs: tuple[bool, bool, bool, bool]) -> tuple:
+                       needs: tuple[bool, bool, bool, bool], padded: torch.Tensor | None = None) -> tuple:
     """``kan_layer``'s first-order gradients for ``x``, ``coef``, ``scale_sp`` and ``scale_base``,
-    each ``None`` where ``needs`` says it is not wanted."""
-    return kan_layer_norms_backward(grad, None, x, plan, coef, scale_sp, scale_base, mask, needs)
+    each ``None`` where ``needs`` says it is not wanted; ``padded`` is the forward pass's padded
+    weight (None: built again)."""
+    return kan_layer_norms_backward(grad, None, x, plan, coef, scale_sp, scale_base, mask, needs, padded)
 
 
 def kan_layer_norms_backward(grad: torch.Tensor, grad_norms: torch.Tensor | None, x: torch.Tensor, plan,
                              coef: torch.Tensor, scale_sp: torch.Tensor, scale_base: torch.Tensor | None,
-                             mask: torch.Tensor, needs: tuple[bool, bool, bool, bool]) -> tuple:
+                             mask: torch.Tensor, needs: tuple[bool, bool, bool, bool],
+                             padded: torch.Tensor | None = None) -> tuple:
     """The first-order gradients for ``x``, ``coef``, ``scale_sp`` and ``scale_base`` of
     ``kan_layer_norms`` from the output's and the norms' gradients, or of ``kan_layer`` (without
-    ``grad_norms``), each ``None`` where ``needs`` says it is not wanted."""
+    ``grad_norms``), each ``None`` where ``needs`` says it is not wanted; ``padded`` as for
+    ``kan_layer_backward``."""
     needs = (needs[0], needs[1], needs[2], needs[3] and scale_base is not None)
     arguments = (x.contiguous(), plan.knots.contiguous(), *_backward_tables(plan),
-                 *_layer_parameters(coef, scale_sp, scale_base, mask), *needs)
+                 *_layer_parameters(coef, scale_sp, scale_base, mask), *needs, padded)
     if grad_norms is None:
         grads = torch.ops.kanlab_native.kan_layer_backward(grad, *arguments)
     else:

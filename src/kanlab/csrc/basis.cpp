@@ -2,13 +2,16 @@
 // and its first-order input gradient, and the layer weight matrix that multiplies it; and the
 // local product, the layer's output from the same local bases without the feature matrix,
 // alone, for a whole layer from its parameters (kan_layer) and with the regulariser's per-edge
-// norms (kan_layer_norms). The local product goes entry by entry on narrow layers and in blocks
-// of samples sorted by interval on wide ones (blocked_product, blocked_backward).
+// norms (kan_layer_norms). The local product goes by columns of samples on narrow layers (with
+// few outputs, one output at a time vectorized over the samples, and the backward pass in one
+// pass: column_backward), entry by entry on other layers of few outputs, and in blocks of
+// samples sorted by interval on wide ones (blocked_product, blocked_backward).
 //
 // The same arithmetic as the pure-torch path in splines.py: on evenly spaced knots the closed
 // form (f = (x - t_0) / h - s, the same polynomials in f on every interval); on other knots
 // the interval s by counting knots <= x (torch.searchsorted(..., right=True)) and Horner's rule
-// on that interval's power-form table (splines._interval_polynomials, in u = x - t_s). Bases
+// on that interval's power-form table (splines._interval_polynomials, in u = x - t_s), whose
+// rows a column of samples looks up by register permutes where they fit (permuted_chunk). Bases
 // are clamped at 0; bases that do not exist and inputs outside the knots give 0.
 // Layout (slot-major, as the torch path): column m * in + i holds basis m of input i; with a
 // residual, column n_basis * in + i holds base[b, i]. Second derivatives never come here: the
@@ -181,6 +184,24 @@ constexpr int64_t kMaxWidth = 17;
 // entries' k + 1 columns (backward), again vectorized over the chunk's inputs.
 constexpr int64_t kChunk = 64;
 
+// 64-byte vectors (GCC/Clang vector extensions: AVX-512 registers where the machine has them,
+// pairs or quadruples of smaller ones elsewhere), loaded and stored without alignment.
+template <typename T> struct Simd;
+template <> struct Simd<float> { typedef float V __attribute__((vector_size(64))); };
+template <> struct Simd<double> { typedef double V __attribute__((vector_size(64))); };
+
+template <typename V, typename T>
+inline V load_vector(const T* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+
+template <typename V, typename T>
+inline void store_vector(T* p, V v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+
 // Per-chunk scratch: each entry's interval s (-1: outside the knots or NaN) and, where
 // known, its k + 1 local values.
 template <typename T, int K>
@@ -303,6 +324,81 @@ inline void tabled_chunk(const T* x, const T* table, int64_t first_row, int64_t 
   }
 }
 
+#if defined(__AVX512F__)
+// Two-register permutes: lane l of the result is lane index[l] of (low, high), index < 2 * lanes.
+template <typename T> struct Permute;
+template <> struct Permute<double> {
+  typedef int64_t I __attribute__((vector_size(64)));
+  static Simd<double>::V at(Simd<double>::V low, I index, Simd<double>::V high) {
+    return (Simd<double>::V)_mm512_permutex2var_pd((__m512d)low, (__m512i)index, (__m512d)high);
+  }
+};
+template <> struct Permute<float> {
+  typedef int32_t I __attribute__((vector_size(64)));
+  static Simd<float>::V at(Simd<float>::V low, I index, Simd<float>::V high) {
+    return (Simd<float>::V)_mm512_permutex2var_ps((__m512)low, (__m512i)index, (__m512)high);
+  }
+};
+
+// tabled_chunk for a column of samples of one input whose table has at most 2 * lanes interval
+// rows, given by lanes (table_by_lanes: column j's rows in two vectors at lanes + 2 * lanes * j):
+// each coefficient of an entry's row is a two-register permute by its interval instead of a
+// gather. The same Horner arithmetic in the same order as tabled_chunk.
+template <typename T, int K, int P>
+inline void permuted_chunk(const T* x, const T* lanes, int64_t count, Chunk<T, K>& chunk) {
+  using V = typename Simd<T>::V;
+  using I = typename Permute<T>::I;
+  constexpr int64_t kLanes = 64 / sizeof(T);
+  auto column = [&](int64_t j, I index) {
+    return Permute<T>::at(load_vector<V>(lanes + 2 * kLanes * j), index,
+                          load_vector<V>(lanes + 2 * kLanes * j + kLanes));
+  };
+  const V zero = {};
+  for (int64_t c0 = 0; c0 < count; c0 += kLanes) {
+    alignas(64) T xs[kLanes] = {};
+    I index, inside;
+    for (int64_t l = 0; l < kLanes; ++l) {
+      const bool present = c0 + l < count;
+      const int32_t s = present ? chunk.span[c0 + l] : -1;
+      index[l] = s < 0 ? 0 : s;
+      inside[l] = s < 0 ? 0 : -1;
+      xs[l] = present ? x[c0 + l] : T(0);
+    }
+    const V u = load_vector<V>(xs) - column(0, index);
+#pragma GCC unroll 8
+    for (int r = 0; r <= K; ++r) {
+      V v = column(1 + (P - 1) * (K + 1) + r, index);
+#pragma GCC unroll 8
+      for (int p = P - 2; p >= 0; --p) v = v * u + column(1 + p * (K + 1) + r, index);
+      if constexpr (P == K + 1) v = v > zero ? v : zero;  // bases are clamped at 0
+      store_vector(chunk.values[r] + c0, inside ? v : zero);
+    }
+  }
+}
+#endif
+
+// A column locator's table by lanes, for permuted_chunk: (in, columns, 2 * lanes), input i's
+// interval row s of column j at [i, j, s], zero past its last interval. Undefined (the tables
+// are gathered) where the machine lacks the permutes, on evenly spaced knots (no table) and
+// where an input has more intervals than two vectors hold.
+template <typename T>
+at::Tensor table_by_lanes(const T* table, int64_t columns, const at::Tensor& knots) {
+#if defined(__AVX512F__)
+  constexpr int64_t kLanes = 64 / sizeof(T);
+  const int64_t n_in = knots.size(0), n_rows = knots.size(1) - 1;
+  if (table == nullptr || n_rows > 2 * kLanes) return at::Tensor();
+  at::Tensor lanes = at::zeros({n_in, columns, 2 * kLanes}, knots.options());
+  T* to = lanes.data_ptr<T>();
+  for (int64_t i = 0; i < n_in; ++i)
+    for (int64_t row = 0; row < n_rows; ++row)
+      for (int64_t j = 0; j < columns; ++j) to[(i * columns + j) * 2 * kLanes + row] = table[(i * n_rows + row) * columns + j];
+  return lanes;
+#else
+  (void)table, (void)columns, (void)knots;
+  return at::Tensor();
+#endif
+}
+
 // Everything one layer's chunked pass needs to locate entries of inputs [first, first + count).
 template <typename T>
 struct Locator {
@@ -314,6 +410,7 @@ struct Locator {
   const T* cardinal;        // evenly spaced knots: (P, K + 1)
   const T* start;
   const T* step;
+  const T* lanes = nullptr;  // the table by lanes (table_by_lanes) where defined, for columns
 
   // Fills chunk.span and chunk.values[r][c] for c < count (P powers: K + 1 for the bases,
   // clamped at 0; K for their derivatives, in x with per_step on evenly spaced knots): entry c
@@ -327,6 +424,13 @@ struct Locator {
         cardinal_chunk<T, K, P, false, kOneInput>(x, start + first, step + first, cardinal, n_knots - 2, count, chunk);
       return;
     }
+#if defined(__AVX512F__)
+    if (kOneInput && lanes != nullptr && n_knots <= kMaxCounted) {
+      counted_chunk<T, K, true>(x, knots + first * n_knots, n_in, n_knots, count, chunk);
+      permuted_chunk<T, K, P>(x, lanes + first * columns * 2 * (64 / sizeof(T)), count, chunk);
+      return;
+    }
+#endif
     if (kOneInput && n_knots <= kMaxCounted)
       counted_chunk<T, K, true>(x, knots + first * n_knots, n_in, n_knots, count, chunk);
     else if (knots_by_row != nullptr) counted_chunk<T, K, false>(x, knots_by_row + first, n_in, n_knots, count, chunk);
@@ -400,9 +504,11 @@ inline void for_each_chunk(const Intervals<T>& intervals, const at::Tensor& knot
   const bool narrow = n_in <= kNarrow;
   const bool counted = intervals.cardinal == nullptr && n_knots <= kMaxCounted && !narrow;
   const at::Tensor knots_by_row = counted ? knots.t().contiguous() : at::Tensor();
-  const Locator<T> locate{intervals.knots, counted ? knots_by_row.template const_data_ptr<T>() : nullptr, n_in,
-                          n_knots, intervals.table, intervals.columns, intervals.cardinal, intervals.start,
-                          intervals.step};
+  Locator<T> locate{intervals.knots, counted ? knots_by_row.template const_data_ptr<T>() : nullptr, n_in,
+                    n_knots, intervals.table, intervals.columns, intervals.cardinal, intervals.start,
+                    intervals.step};
+  const at::Tensor lanes = narrow ? table_by_lanes(intervals.table, intervals.columns, knots) : at::Tensor();
+  if (lanes.defined()) locate.lanes = lanes.template const_data_ptr<T>();
   if (narrow) {
     const int64_t blocks = (batch + kChunk - 1) / kChunk;
     at::parallel_for(0, blocks, std::max<int64_t>(1, kMinEntries / (kChunk * n_in)), [&](int64_t begin, int64_t end) {
@@ -733,6 +839,119 @@ inline void scatter_chunk(const Rows<T, K>& rows, const T* xs, const T* base, in
   }
 }
 
+// Like for_each_chunk, handing each chunk's local values and their x-derivatives (slopes) together.
+template <typename T, int K, typename Row, typename Column>
+inline void for_each_chunk_with_slopes(const Intervals<T>& values, const Intervals<T>& slopes,
+                                       const at::Tensor& knots, const T* X, int64_t batch, Row row, Column column) {
+  const int64_t n_in = knots.size(0), n_knots = knots.size(1);
+  const bool narrow = n_in <= kNarrow;
+  const bool counted = values.cardinal == nullptr && n_knots <= kMaxCounted && !narrow;
+  const at::Tensor knots_by_row = counted ? knots.t().contiguous() : at::Tensor();
+  const T* by_row = counted ? knots_by_row.template const_data_ptr<T>() : nullptr;
+  Locator<T> locate_values{values.knots, by_row, n_in, n_knots, values.table, values.columns,
+                           values.cardinal, values.start, values.step};
+  Locator<T> locate_slopes{slopes.knots, by_row, n_in, n_knots, slopes.table, slopes.columns,
+                           slopes.cardinal, slopes.start, slopes.step};
+  const at::Tensor value_lanes = narrow ? table_by_lanes(values.table, values.columns, knots) : at::Tensor();
+  const at::Tensor slope_lanes = narrow ? table_by_lanes(slopes.table, slopes.columns, knots) : at::Tensor();
+  if (value_lanes.defined()) locate_values.lanes = value_lanes.template const_data_ptr<T>();
+  if (slope_lanes.defined()) locate_slopes.lanes = slope_lanes.template const_data_ptr<T>();
+  if (narrow) {
+    const int64_t blocks = (batch + kChunk - 1) / kChunk;
+    at::parallel_for(0, blocks, std::max<int64_t>(1, kMinEntries / (kChunk * n_in)), [&](int64_t begin, int64_t end) {
+      Chunk<T, K> value_chunk, slope_chunk_;
+      alignas(64) T xs[kChunk];
+      for (int64_t block = begin; block < end; ++block) {
+        const int64_t b = block * kChunk, count = std::min(kChunk, batch - b);
+        for (int64_t i = 0; i < n_in; ++i) {
+          for (int64_t c = 0; c < count; ++c) xs[c] = X[(b + c) * n_in + i];
+          locate_values.template fill<K, K + 1, true>(xs, i, count, false, value_chunk);
+          locate_slopes.template fill<K, K, true>(xs, i, count, true, slope_chunk_);
+          column(b, i, count, static_cast<const T*>(xs), value_chunk, slope_chunk_);
+        }
+      }
+    });
+    return;
+  }
+  at::parallel_for(0, batch, std::max<int64_t>(1, kMinEntries / n_in), [&](int64_t begin, int64_t end) {
+    Chunk<T, K> value_chunk, slope_chunk_;
+    for (int64_t b = begin; b < end; ++b)
+      for (int64_t first = 0; first < n_in; first += kChunk) {
+        const int64_t count = std::min(kChunk, n_in - first);
+        locate_values.template fill<K, K + 1, false>(X + b * n_in + first, first, count, false, value_chunk);
+        locate_slopes.template fill<K, K, false>(X + b * n_in + first, first, count, true, slope_chunk_);
+        row(b, first, count, value_chunk, slope_chunk_);
+      }
+  });
+}
+
+// phi of a column's entry c (samples of one input) for output o, as edge_values computes it.
+template <typename T, int K>
+inline T column_edge_value(const Rows<T, K>& rows, int64_t c, T x, const T* base, int64_t base_stride,
+                           const T* residual, const T* W, int64_t n_out, int64_t o) {
+  T phi = base != nullptr ? base[c * base_stride] * residual[o] : (std::isnan(x) ? x : T(0));
+#pragma GCC unroll 8
+  for (int r = 0; r <= K; ++r) phi += rows.v[r][c] * W[(rows.row[c] + r) * n_out + o];
+  return phi;
+}
+
+// The backward pass of a column of samples (one input) with few outputs, in one pass: output by
+// output, each entry's output gradient (kNorms: with the norms' part, GN this input's column of
+// grad_norms / batch, n_in apart), its x-gradient and residual-gradient parts vectorized over the
+// column's entries; the weight gradient adds entry c into copy c % kSpread of grad_w (copy_size
+// apart), as scatter_chunk does (and, as it does without kNorms, a NaN input without a residual
+// makes its basis rows NaN).
+template <typename T, int K, bool kNorms>
+inline void column_backward(const Rows<T, K>& values, const Rows<T, K>& slopes, const T* xs, const T* base,
+                            int64_t base_stride, const T* G, const T* GN, const T* W, int64_t n_out, int64_t n_in,
+                            int64_t n_basis, int64_t count, T* grad_w, T* grad_x, T* grad_base, int64_t result_stride,
+                            int64_t copy_size) {
+  const T* residual = W + values.base_first * n_out;
+  alignas(64) T gradient[kChunk], x_sum[kChunk], base_sum[kChunk];
+#pragma omp simd
+  for (int64_t c = 0; c < count; ++c) x_sum[c] = base_sum[c] = T(0);
+  for (int64_t o = 0; o < n_out; ++o) {
+    const T norm_gradient = kNorms ? GN[o * n_in] : T(0);
+#pragma omp simd
+    for (int64_t c = 0; c < count; ++c) {
+      T g = G[c * n_out + o];
+      if constexpr (kNorms) {
+        const T value = column_edge_value<T, K>(values, c, xs[c], base, base_stride, residual, W, n_out, o);
+        g += norm_gradient * (T(value > T(0)) - T(value < T(0)));
+      }
+      gradient[c] = g;
+      if (grad_base != nullptr) base_sum[c] += residual[o] * g;
+      if (grad_x != nullptr) {
+        T slope = T(0);
+#pragma GCC unroll 8
+        for (int r = 0; r <= K; ++r) slope += slopes.v[r][c] * W[(slopes.row[c] + r) * n_out + o];
+        x_sum[c] += slope * g;
+      }
+    }
+    if (grad_w != nullptr) {
+      for (int64_t c = 0; c < count; ++c) {
+        T* copy = grad_w + (c % kSpread) * copy_size;
+#pragma GCC unroll 8
+        for (int r = 0; r <= K; ++r) copy[(values.row[c] + r) * n_out + o] += values.v[r][c] * gradient[c];
+        if (base != nullptr) {
+          copy[values.base_first * n_out + o] += base[c * base_stride] * gradient[c];
+        } else if (!kNorms && std::isnan(xs[c])) {  // basis m's row lies n_basis + K - m above the residual's
+          T* basis_rows = copy + (values.base_first - n_basis - K) * n_out + o;
+          for (int64_t m = 0; m < n_basis; ++m) basis_rows[m * n_out] += xs[c] * gradient[c];
+        }
+      }
+    }
+  }
+  if (grad_x != nullptr) {
+#pragma omp simd
+    for (int64_t c = 0; c < count; ++c) grad_x[c * result_stride] = std::isnan(xs[c]) ? xs[c] : x_sum[c];
+  }
+  if (grad_base != nullptr) {
+#pragma omp simd
+    for (int64_t c = 0; c < count; ++c) grad_base[c * result_stride] = base_sum[c];
+  }
+}
+
 struct LocalShape {
   int64_t batch, n_in, n_basis, width, n_out, padded_rows;
 };
@@ -808,24 +1027,6 @@ constexpr int64_t kBlockSamples = 128;
 // Outputs per tile: four 64-byte vectors.
 constexpr int64_t kTileBytes = 256;
 
-// 64-byte vectors (GCC/Clang vector extensions: AVX-512 registers where the machine has them,
-// pairs or quadruples of smaller ones elsewhere), loaded and stored without alignment.
-template <typename T> struct Simd;
-template <> struct Simd<float> { typedef float V __attribute__((vector_size(64))); };
-template <> struct Simd<double> { typedef double V __attribute__((vector_size(64))); };
-
-template <typename V, typename T>
-inline V load_vector(const T* p) {
-  V v;
-  std::memcpy(&v, p, sizeof(V));
-  return v;
-}
-
-template <typename V, typename T>
-inline void store_vector(T* p, V v) {
-  std::memcpy(p, &v, sizeof(V));
-}
-
 // The sum of a vector's lanes, as a tree.
 template <typename T, typename V>
 inline T horizontal_sum(V v) {
@@ -846,18 +1047,21 @@ inline T horizontal_sum(V v) {
 // residual, a NaN input sends it entry by entry, whose features make the NaN rows.
 bool takes_blocks(const LocalShape& shape) { return shape.n_in > kNarrow && shape.n_out >= kWideOut; }
 
-// One block's entries, input by input, sorted by interval: input i's entries in interval s are
-// [first[s], first[s + 1]) of first = start + i * (n_spans + 1), entry j the block's sample
-// sample[i * capacity + j] with its K + 1 local values (and bases' slopes) at (i * capacity + j)
-// * (K + 1). Entries outside the knots (or NaN) are left out.
+// One block's entries of inputs [first_input, first_input + n_in) (of stride in all), input by
+// input, sorted by interval: the block's i-th input's entries in interval s are [first[s],
+// first[s + 1]) of first = start + i * (n_spans + 1), entry j the block's sample sample[i *
+// capacity + j] with its K + 1 local values (and bases' slopes) at (i * capacity + j) * (K + 1).
+// Entries outside the knots (or NaN) are left out.
 template <typename T, int K>
 struct SortedBlock {
-  int64_t n_in, n_spans, capacity;
+  int64_t first_input, n_in, stride, n_spans, capacity;  // inputs [first_input, first_input + n_in) of stride
   std::vector<int32_t> start, sample, next, column_span;
   std::vector<T> value, slope, column_value, column_slope;
 
-  SortedBlock(int64_t n_in_, int64_t n_spans_, int64_t capacity_, bool with_slopes)
-      : n_in(n_in_), n_spans(n_spans_), capacity(capacity_), start(n_in_ * (n_spans_ + 1)),
+  SortedBlock(int64_t first_input_, int64_t n_in_, int64_t stride_, int64_t n_spans_, int64_t capacity_,
+              bool with_slopes)
+      : first_input(first_input_), n_in(n_in_), stride(stride_), n_spans(n_spans_), capacity(capacity_),
+        start(n_in_ * (n_spans_ + 1)),
         sample(n_in_ * capacity_), next(n_spans_), column_span(capacity_), value(n_in_ * capacity_ * (K + 1)),
         slope(with_slopes ? n_in_ * capacity_ * (K + 1) : 0), column_value(capacity_ * (K + 1)),
         column_slope(with_slopes ? capacity_ * (K + 1) : 0) {}
@@ -871,12 +1075,12 @@ struct SortedBlock {
     for (int64_t i = 0; i < n_in; ++i) {
       for (int64_t c0 = 0; c0 < count; c0 += kChunk) {
         const int64_t m = std::min(kChunk, count - c0);
-        for (int64_t c = 0; c < m; ++c) xs[c] = X[(b0 + c0 + c) * n_in + i];
-        values.template fill<K, K + 1, true>(xs, i, m, false, chunk);
+        for (int64_t c = 0; c < m; ++c) xs[c] = X[(b0 + c0 + c) * stride + first_input + i];
+        values.template fill<K, K + 1, true>(xs, first_input + i, m, false, chunk);
         for (int64_t c = 0; c < m; ++c) column_span[c0 + c] = chunk.span[c];
         for (int r = 0; r <= K; ++r) std::copy(chunk.values[r], chunk.values[r] + m, &column_value[r * capacity + c0]);
         if (slopes == nullptr) continue;
-        slopes->template fill<K, K, true>(xs, i, m, true, chunk);
+        slopes->template fill<K, K, true>(xs, first_input + i, m, true, chunk);
         for (int r = 0; r <= K; ++r) std::copy(chunk.values[r], chunk.values[r] + m, &column_slope[r * capacity + c0]);
       }
       int32_t* first = start.data() + i * (n_spans + 1);
@@ -929,7 +1133,7 @@ inline void for_each_interval(const SortedBlock<T, K>& block, Body body) {
     const T* values = block.value.data() + i * block.capacity * (K + 1);
     const T* slopes = block.slope.empty() ? nullptr : block.slope.data() + i * block.capacity * (K + 1);
     for (int64_t s = 0; s < block.n_spans; ++s)
-      if (first[s] < first[s + 1]) body(i, s, samples, values, slopes, first[s], first[s + 1]);
+      if (first[s] < first[s + 1]) body(block.first_input + i, s, samples, values, slopes, first[s], first[s + 1]);
   }
 }
 
@@ -1047,7 +1251,7 @@ void block_input_gradient(const SortedBlock<T, K>& block, const T* G, const T* W
                           int64_t n_out, int64_t count, T* result) {
   using V = typename Simd<T>::V;
   constexpr int64_t kLanes = 64 / sizeof(T), kTile = kTileBytes / sizeof(T);
-  const int64_t n_in = block.n_in;
+  const int64_t n_in = block.stride;
   std::vector<T> scratch(count * kTile);  // the block's rows of G's tile (copy_tile)
   for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
     constexpr int kVectors = decltype(vectors)::value;
@@ -1087,31 +1291,36 @@ void block_input_gradient(const SortedBlock<T, K>& block, const T* G, const T* W
   });
 }
 
-// Samples per block: kBlockSamples (more on fine grids), fewer where that leaves a thread
-// without a block.
-int64_t block_samples(int64_t batch, int64_t n_spans) {
-  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+// Samples per block: kBlockSamples (more on fine grids); with split_samples (threads take
+// blocks), fewer where that leaves a thread without a block.
+int64_t block_samples(int64_t batch, int64_t n_spans, bool split_samples = true) {
+  const int64_t threads = split_samples ? std::max<int64_t>(1, at::get_num_threads()) : 1;
   // fine grids: about 8 entries per interval, so that loading an interval's rows pays off
   const int64_t most = std::max(kBlockSamples, std::min<int64_t>(8 * n_spans, 1024));
   return std::clamp<int64_t>((batch + threads - 1) / threads, 16, most);
 }
 
 // The locator for a wide layer's blocks (columns of samples, as for_each_chunk's narrow layers).
+// lanes keeps its table by lanes (table_by_lanes) alive.
 template <typename T>
-Locator<T> column_locator(const Intervals<T>& intervals, const at::Tensor& knots) {
-  return Locator<T>{intervals.knots, nullptr, knots.size(0), knots.size(1), intervals.table, intervals.columns,
+Locator<T> column_locator(const Intervals<T>& intervals, const at::Tensor& knots, at::Tensor& lanes) {
+  Locator<T> locate{intervals.knots, nullptr, knots.size(0), knots.size(1), intervals.table, intervals.columns,
                     intervals.cardinal, intervals.start, intervals.step};
+  lanes = table_by_lanes(intervals.table, intervals.columns, knots);
+  if (lanes.defined()) locate.lanes = lanes.template const_data_ptr<T>();
+  return locate;
 }
 
 // The spline part of a wide layer's output, added into out (batch, n_out).
 template <typename T, int K>
 void blocked_product(const Intervals<T>& intervals, const at::Tensor& knots, const T* X, const T* W,
                      const LocalShape& shape, T* out) {
-  const Locator<T> locate = column_locator(intervals, knots);
+  at::Tensor lanes;
+  const Locator<T> locate = column_locator(intervals, knots, lanes);
   const int64_t n_spans = knots.size(1) - 1;
   const int64_t block = block_samples(shape.batch, n_spans), n_blocks = (shape.batch + block - 1) / block;
   at::parallel_for(0, n_blocks, 1, [&](int64_t begin, int64_t end) {
-    SortedBlock<T, K> sorted(shape.n_in, n_spans, block, false);
+    SortedBlock<T, K> sorted(0, shape.n_in, shape.n_in, n_spans, block, false);
     for (int64_t index = begin; index < end; ++index) {
       const int64_t b0 = index * block, count = std::min(block, shape.batch - b0);
       sorted.build(locate, nullptr, X, b0, count);
@@ -1121,37 +1330,31 @@ void blocked_product(const Intervals<T>& intervals, const at::Tensor& knots, con
 }
 
 // The spline part of a wide layer's gradients: x's into grad_x (batch, n_in) where given, the
-// padded weight's into the calling thread's part (parts + thread * part_size) where given.
+// padded weight's into grad_w (n_in, padded_rows, n_out) where given. Threads take ranges of
+// inputs, each going through all the blocks of samples for its own inputs, so each writes its
+// own rows of grad_w and its own columns of grad_x: one weight gradient, no per-thread copies
+// to zero and sum.
 template <typename T, int K>
 void blocked_backward(const Intervals<T>& values, const Intervals<T>& slopes, const at::Tensor& knots, const T* X,
-                      const T* G, const T* W, const LocalShape& shape, T* grad_x, T* parts, int64_t part_size,
-                      int64_t n_parts) {
-  const Locator<T> locate_values = column_locator(values, knots), locate_slopes = column_locator(slopes, knots);
+                      const T* G, const T* W, const LocalShape& shape, T* grad_x, T* grad_w) {
+  at::Tensor value_lanes, slope_lanes;
+  const Locator<T> locate_values = column_locator(values, knots, value_lanes);
+  const Locator<T> locate_slopes = column_locator(slopes, knots, slope_lanes);
   const int64_t n_spans = knots.size(1) - 1, n_in = shape.n_in, n_out = shape.n_out;
-  const int64_t block = block_samples(shape.batch, n_spans), n_blocks = (shape.batch + block - 1) / block;
-  std::vector<char> zeroed(n_parts, 0);  // each thread's part, zeroed by that thread before its first block
-  at::parallel_for(0, n_blocks, 1, [&](int64_t begin, int64_t end) {
-    SortedBlock<T, K> sorted(n_in, n_spans, block, grad_x != nullptr);
-    T* part = nullptr;
-    if (parts != nullptr) {
-      const int64_t thread = at::get_thread_num();
-      TORCH_CHECK(thread < n_parts, "more threads than at the start of the backward pass");
-      part = parts + thread * part_size;
-      if (!zeroed[thread]) std::fill(part, part + part_size, T(0));
-      zeroed[thread] = 1;
-    }
-    for (int64_t index = begin; index < end; ++index) {
+  const int64_t block = block_samples(shape.batch, n_spans, false), n_blocks = (shape.batch + block - 1) / block;
+  const int64_t row_size = shape.padded_rows * n_out;
+  if (grad_x != nullptr) std::fill(grad_x, grad_x + shape.batch * n_in, T(0));
+  at::parallel_for(0, n_in, 1, [&](int64_t begin, int64_t end) {
+    SortedBlock<T, K> sorted(begin, end - begin, n_in, n_spans, block, grad_x != nullptr);
+    if (grad_w != nullptr) std::fill(grad_w + begin * row_size, grad_w + end * row_size, T(0));
+    for (int64_t index = 0; index < n_blocks; ++index) {
       const int64_t b0 = index * block, count = std::min(block, shape.batch - b0);
       sorted.build(locate_values, grad_x != nullptr ? &locate_slopes : nullptr, X, b0, count);
-      if (part != nullptr) block_weight_gradient(sorted, G + b0 * n_out, shape.padded_rows, n_out, count, part);
-      if (grad_x != nullptr) {
-        std::fill(grad_x + b0 * n_in, grad_x + (b0 + count) * n_in, T(0));
+      if (grad_w != nullptr) block_weight_gradient(sorted, G + b0 * n_out, shape.padded_rows, n_out, count, grad_w);
+      if (grad_x != nullptr)
         block_input_gradient(sorted, G + b0 * n_out, W, shape.padded_rows, n_out, count, grad_x + b0 * n_in);
-      }
     }
   });
-  for (int64_t thread = 0; thread < n_parts && parts != nullptr; ++thread)
-    if (!zeroed[thread]) std::fill(parts + thread * part_size, parts + (thread + 1) * part_size, T(0));
 }
 
 // out (batch, n_out) from the padded weight (see padded_weight).
@@ -1214,13 +1417,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> product_backward_from_padded(
   TORCH_CHECK(grad.dim() == 2 && grad.size(0) == batch && grad.size(1) == n_out, "grad must be (batch, out)");
   const at::Tensor g = grad.contiguous();
   at::Tensor grad_x = need_x ? at::empty_like(x) : at::empty({0}, x.options());
-  at::Tensor grad_base = at::empty({0}, x.options());
+  // a narrow layer with few outputs takes every gradient in one pass by columns (column_backward)
+  const bool by_columns = n_in <= kNarrow && n_out < kWideOut;
+  at::Tensor grad_base = by_columns && need_base && with_base ? at::empty_like(x) : at::empty({0}, x.options());
   const bool blocks = takes_blocks(shape) && (with_base || !at::isnan(x).any().item<bool>());
   const int64_t n_threads = need_weight ? at::get_num_threads() : 0;
   const int64_t spread = n_out >= kWideOut ? 1 : kSpread, copy_size = n_in * padded_rows * n_out;
-  // the blocks zero their thread's part themselves (in parallel, while it is in cache)
+  // the blocks write one part, each thread zeroing its own inputs' rows (in parallel, while in cache)
   at::Tensor parts = !need_weight ? at::Tensor()
-                     : blocks     ? at::empty({n_threads, n_in, padded_rows, n_out}, x.options())
+                     : blocks     ? at::empty({1, n_in, padded_rows, n_out}, x.options())
                                   : at::zeros({n_threads * spread, n_in, padded_rows, n_out}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "local_product_backward", [&] {
     using T = scalar_t;
@@ -1234,7 +1439,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> product_backward_from_padded(
           const Intervals<T> slopes =
               need_x ? intervals<T>(knots, derivative_table, cardinal_derivative, start, step, k) : values;
           blocked_backward<T, K>(values, slopes, knots, X, G, W, shape, need_x ? grad_x.data_ptr<T>() : nullptr,
-                                 need_weight ? parts.data_ptr<T>() : nullptr, copy_size, n_threads);
+                                 need_weight ? parts.data_ptr<T>() : nullptr);
+          return;
+        }
+        if (by_columns) {
+          const Intervals<T> values = intervals<T>(knots, table, cardinal, start, step, k);
+          const Intervals<T> slopes = intervals<T>(knots, derivative_table, cardinal_derivative, start, step, k);
+          T* GX = need_x ? grad_x.data_ptr<T>() : nullptr;
+          T* GB = grad_base.numel() > 0 ? grad_base.data_ptr<T>() : nullptr;
+          T* P = need_weight ? parts.data_ptr<T>() : nullptr;
+          for_each_chunk_with_slopes<T, K>(
+              values, slopes, knots, X, batch,
+              [](int64_t, int64_t, int64_t, const Chunk<T, K>&, const Chunk<T, K>&) {},  // narrow: columns only
+              [&](int64_t b, int64_t i, int64_t count, const T* xs, const Chunk<T, K>& value_chunk,
+                  const Chunk<T, K>& slope_chunk_) {
+                Rows<T, K> value_rows, slope_rows;
+                value_rows.fill(value_chunk, i, 0, padded_rows, count);
+                slope_rows.fill(slope_chunk_, i, 0, padded_rows, count);
+                T* own_part = nullptr;
+                if (P != nullptr) {
+                  const int64_t thread = at::get_thread_num();
+                  TORCH_CHECK(thread < n_threads, "more threads than at the start of the backward pass");
+                  own_part = P + thread * spread * copy_size;
+                }
+                const int64_t at = b * n_in + i;
+                column_backward<T, K, false>(value_rows, slope_rows, xs, R ? R + at : nullptr, n_in, G + b * n_out,
+                                             nullptr, W, n_out, n_in, shape.n_basis, count, own_part,
+                                             GX ? GX + at : nullptr, GB ? GB + at : nullptr, n_in, copy_size);
+              });
           return;
         }
         if (need_weight) {
@@ -1281,7 +1513,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> product_backward_from_padded(
     });
   });
   // grad_base[b, i] = <weight[i, residual row, :], grad[b, :]>: one small matrix product
-  if (need_base && with_base) grad_base = at::mm(g, padded.select(1, padded_rows - 1).t());
+  if (need_base && with_base && !by_columns) grad_base = at::mm(g, padded.select(1, padded_rows - 1).t());
   // the blocks leave the residual row's weight gradient to a matrix product too
   if (blocks && need_weight && with_base) parts.select(0, 0).select(1, padded_rows - 1).add_(at::mm(base->t(), g));
   return {grad_x, grad_base, need_weight ? parts : at::empty({0}, x.options())};
@@ -1403,8 +1635,8 @@ at::Tensor layer_padded_weight(const at::Tensor& coef, const at::Tensor& scale_s
   return padded;
 }
 
-// What every fused-layer pass starts from: the shape, the padded weight and the silu residual
-// (none without scale_base).
+// What every fused-layer pass starts from: the shape, the padded weight (the forward pass's,
+// given, or built here) and the silu residual (none without scale_base).
 struct LayerInputs {
   LocalShape shape;
   at::Tensor padded;
@@ -1413,9 +1645,13 @@ struct LayerInputs {
 
 LayerInputs layer_inputs(const at::Tensor& x, const at::Tensor& knots, int64_t k, const at::Tensor& coef,
                          const at::Tensor& scale_sp, const std::optional<at::Tensor>& scale_base,
-                         const at::Tensor& mask) {
+                         const at::Tensor& mask, const std::optional<at::Tensor>& padded = std::nullopt) {
   const LocalShape shape = layer_shape(x, knots, k, coef, scale_sp, scale_base, mask);
-  return {shape, layer_padded_weight(coef, scale_sp, scale_base, mask, shape, k),
+  if (padded.has_value())
+    TORCH_CHECK(padded->sizes() == at::IntArrayRef({shape.n_in, shape.padded_rows, shape.n_out}) &&
+                    padded->is_contiguous() && padded->scalar_type() == x.scalar_type(),
+                "padded must be the forward pass's padded weight of this layer");
+  return {shape, padded.has_value() ? *padded : layer_padded_weight(coef, scale_sp, scale_base, mask, shape, k),
           scale_base.has_value() ? std::optional<at::Tensor>(at::silu(x)) : std::nullopt};
 }
 
@@ -1481,25 +1717,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> layer_backward_result
 
 // A KAN layer's output (batch, n_out) from x (batch, in) and its parameters: coef (out, in,
 // n_basis), scale_sp, scale_base (None: no residual; else the residual is silu(x)) and mask (out,
-// in); degrees 1..5. The same as local_product with the layer's weight and base.
-at::Tensor kan_layer(const at::Tensor& x, const at::Tensor& knots, const std::optional<at::Tensor>& table, int64_t k,
+// in); degrees 1..5. The same as local_product with the layer's weight and base. Also returns
+// the padded weight it built, for the backward pass to reuse.
+std::tuple<at::Tensor, at::Tensor> kan_layer(const at::Tensor& x, const at::Tensor& knots, const std::optional<at::Tensor>& table, int64_t k,
                      const std::optional<at::Tensor>& cardinal, const std::optional<at::Tensor>& start,
                      const std::optional<at::Tensor>& step, const at::Tensor& coef, const at::Tensor& scale_sp,
                      const std::optional<at::Tensor>& scale_base, const at::Tensor& mask) {
   const LayerInputs layer = layer_inputs(x, knots, k, coef, scale_sp, scale_base, mask);
-  return product_from_padded(x, layer.base, knots, table, k, cardinal, start, step, layer.padded, layer.shape);
+  return {product_from_padded(x, layer.base, knots, table, k, cardinal, start, step, layer.padded, layer.shape),
+          layer.padded};
 }
 
 // kan_layer's first-order gradients (grad_x, grad_coef, grad_scale_sp, grad_scale_base) from grad
-// (batch, n_out), each computed only where asked (an empty tensor otherwise).
+// (batch, n_out), each computed only where asked (an empty tensor otherwise); padded: the forward
+// pass's padded weight (None: built again).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kan_layer_backward(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& knots, const std::optional<at::Tensor>& table,
     const std::optional<at::Tensor>& derivative_table, int64_t k, const std::optional<at::Tensor>& cardinal,
     const std::optional<at::Tensor>& cardinal_derivative, const std::optional<at::Tensor>& start,
     const std::optional<at::Tensor>& step, const at::Tensor& coef, const at::Tensor& scale_sp,
     const std::optional<at::Tensor>& scale_base, const at::Tensor& mask, bool need_x, bool need_coef,
-    bool need_scale_sp, bool need_scale_base) {
-  const LayerInputs layer = layer_inputs(x, knots, k, coef, scale_sp, scale_base, mask);
+    bool need_scale_sp, bool need_scale_base, const std::optional<at::Tensor>& padded) {
+  const LayerInputs layer = layer_inputs(x, knots, k, coef, scale_sp, scale_base, mask, padded);
   const bool with_base = scale_base.has_value();
   need_scale_base = need_scale_base && with_base;
   const bool need_weight = need_coef || need_scale_sp || need_scale_base;
@@ -1519,48 +1758,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kan_layer_backward(
 
 namespace {
 
-// Like for_each_chunk, handing each chunk's local values and their x-derivatives (slopes) together.
-template <typename T, int K, typename Row, typename Column>
-inline void for_each_chunk_with_slopes(const Intervals<T>& values, const Intervals<T>& slopes,
-                                       const at::Tensor& knots, const T* X, int64_t batch, Row row, Column column) {
-  const int64_t n_in = knots.size(0), n_knots = knots.size(1);
-  const bool narrow = n_in <= kNarrow;
-  const bool counted = values.cardinal == nullptr && n_knots <= kMaxCounted && !narrow;
-  const at::Tensor knots_by_row = counted ? knots.t().contiguous() : at::Tensor();
-  const T* by_row = counted ? knots_by_row.template const_data_ptr<T>() : nullptr;
-  const Locator<T> locate_values{values.knots, by_row, n_in, n_knots, values.table, values.columns,
-                                 values.cardinal, values.start, values.step};
-  const Locator<T> locate_slopes{slopes.knots, by_row, n_in, n_knots, slopes.table, slopes.columns,
-                                 slopes.cardinal, slopes.start, slopes.step};
-  if (narrow) {
-    const int64_t blocks = (batch + kChunk - 1) / kChunk;
-    at::parallel_for(0, blocks, std::max<int64_t>(1, kMinEntries / (kChunk * n_in)), [&](int64_t begin, int64_t end) {
-      Chunk<T, K> value_chunk, slope_chunk_;
-      alignas(64) T xs[kChunk];
-      for (int64_t block = begin; block < end; ++block) {
-        const int64_t b = block * kChunk, count = std::min(kChunk, batch - b);
-        for (int64_t i = 0; i < n_in; ++i) {
-          for (int64_t c = 0; c < count; ++c) xs[c] = X[(b + c) * n_in + i];
-          locate_values.template fill<K, K + 1, true>(xs, i, count, false, value_chunk);
-          locate_slopes.template fill<K, K, true>(xs, i, count, true, slope_chunk_);
-          column(b, i, count, static_cast<const T*>(xs), value_chunk, slope_chunk_);
-        }
-      }
-    });
-    return;
-  }
-  at::parallel_for(0, batch, std::max<int64_t>(1, kMinEntries / n_in), [&](int64_t begin, int64_t end) {
-    Chunk<T, K> value_chunk, slope_chunk_;
-    for (int64_t b = begin; b < end; ++b)
-      for (int64_t first = 0; first < n_in; first += kChunk) {
-        const int64_t count = std::min(kChunk, n_in - first);
-        locate_values.template fill<K, K + 1, false>(X + b * n_in + first, first, count, false, value_chunk);
-        locate_slopes.template fill<K, K, false>(X + b * n_in + first, first, count, true, slope_chunk_);
-        row(b, first, count, value_chunk, slope_chunk_);
-      }
-  });
-}
-
 // phi of entry c (input i) for every output into phi[o]: its residual row and K + 1 basis rows;
 // without a residual, NaN for a NaN input (as the features).
 template <typename T, int K>
@@ -1575,10 +1772,25 @@ inline void edge_values(const Rows<T, K>& rows, int64_t c, T x, const T* base, c
 }
 
 // Forward: entry c's phi into the output row and |phi| into this thread's norm sums (out, in).
+// A column of samples with few outputs goes output by output, vectorized over its entries.
 template <typename T, int K, bool kColumn>
 inline void norm_product_chunk(const Rows<T, K>& rows, const T* xs, const T* base, int64_t base_stride, const T* W,
                                int64_t n_out, int64_t n_in, int64_t first_input, int64_t count, T* out, T* norms,
                                T* phi) {
+  if (kColumn && n_out < kWideOut) {
+    const T* residual = W + rows.base_first * n_out;
+    for (int64_t o = 0; o < n_out; ++o) {
+      T norm = T(0);
+#pragma omp simd reduction(+ : norm)
+      for (int64_t c = 0; c < count; ++c) {
+        const T value = column_edge_value<T, K>(rows, c, xs[c], base, base_stride, residual, W, n_out, o);
+        out[c * n_out + o] += value;
+        norm += std::abs(value);
+      }
+      norms[o * n_in + first_input] += norm;
+    }
+    return;
+  }
   for (int64_t c = 0; c < count; ++c) {
     const int64_t i = kColumn ? first_input : first_input + c;
     edge_values<T, K>(rows, c, xs[c], base != nullptr ? base + c * base_stride : nullptr, W, n_out, phi);
@@ -1596,7 +1808,12 @@ template <typename T, int K, bool kColumn>
 inline void norm_backward_chunk(const Rows<T, K>& values, const Rows<T, K>& slopes, const T* xs, const T* base,
                                 int64_t base_stride, const T* G, const T* GN, const T* W, int64_t n_out, int64_t n_in,
                                 int64_t first_input, int64_t count, T* grad_w, T* grad_x, T* grad_base,
-                                int64_t result_stride, T* phi) {
+                                int64_t result_stride, T* phi, int64_t copy_size) {
+  if (kColumn && n_out < kWideOut) {
+    column_backward<T, K, true>(values, slopes, xs, base, base_stride, G, GN + first_input, W, n_out, n_in, 0, count,
+                                grad_w, grad_x, grad_base, result_stride, copy_size);
+    return;
+  }
   for (int64_t c = 0; c < count; ++c) {
     const int64_t i = kColumn ? first_input : first_input + c;
     const T* g = kColumn ? G + c * n_out : G;
@@ -1623,8 +1840,9 @@ inline void norm_backward_chunk(const Rows<T, K>& values, const Rows<T, K>& slop
 
 }  // namespace
 
-// kan_layer's output and the edge norms (out, in), mean_b |phi_oi(x[b, i])|; degrees 1..5.
-std::tuple<at::Tensor, at::Tensor> kan_layer_norms(
+// kan_layer's output and the edge norms (out, in), mean_b |phi_oi(x[b, i])|, and the padded weight
+// (as kan_layer); degrees 1..5.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> kan_layer_norms(
     const at::Tensor& x, const at::Tensor& knots, const std::optional<at::Tensor>& table, int64_t k,
     const std::optional<at::Tensor>& cardinal, const std::optional<at::Tensor>& start,
     const std::optional<at::Tensor>& step, const at::Tensor& coef, const at::Tensor& scale_sp,
@@ -1670,19 +1888,20 @@ std::tuple<at::Tensor, at::Tensor> kan_layer_norms(
       }
     });
   });
-  return {result, norm_parts.sum(0).div_(static_cast<double>(batch))};
+  return {result, norm_parts.sum(0).div_(static_cast<double>(batch)), padded};
 }
 
 // kan_layer_norms' first-order gradients (grad_x, grad_coef, grad_scale_sp, grad_scale_base) from grad
-// (batch, n_out) and grad_norms (out, in), each computed only where asked (an empty tensor otherwise).
+// (batch, n_out) and grad_norms (out, in), each computed only where asked (an empty tensor otherwise);
+// padded as for kan_layer_backward.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kan_layer_norms_backward(
     const at::Tensor& grad, const at::Tensor& grad_norms, const at::Tensor& x, const at::Tensor& knots,
     const std::optional<at::Tensor>& table, const std::optional<at::Tensor>& derivative_table, int64_t k,
     const std::optional<at::Tensor>& cardinal, const std::optional<at::Tensor>& cardinal_derivative,
     const std::optional<at::Tensor>& start, const std::optional<at::Tensor>& step, const at::Tensor& coef,
     const at::Tensor& scale_sp, const std::optional<at::Tensor>& scale_base, const at::Tensor& mask, bool need_x,
-    bool need_coef, bool need_scale_sp, bool need_scale_base) {
-  const LayerInputs layer = layer_inputs(x, knots, k, coef, scale_sp, scale_base, mask);
+    bool need_coef, bool need_scale_sp, bool need_scale_base, const std::optional<at::Tensor>& padded_weight) {
+  const LayerInputs layer = layer_inputs(x, knots, k, coef, scale_sp, scale_base, mask, padded_weight);
   const LocalShape& shape = layer.shape;
   const at::Tensor& padded = layer.padded;
   const std::optional<at::Tensor>& base = layer.base;
@@ -1696,7 +1915,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kan_layer_norms_backw
   const at::Tensor scaled_norms = grad_norms.div(static_cast<double>(batch)).contiguous();
   const bool need_weight = need_coef || need_scale_sp || need_scale_base;
   const int64_t n_threads = at::get_num_threads(), copy_size = n_in * padded_rows * n_out;
-  at::Tensor parts = need_weight ? at::zeros({n_threads, n_in, padded_rows, n_out}, x.options()) : at::Tensor();
+  // few outputs of a narrow layer: kSpread copies per thread (norm_backward_column)
+  const int64_t spread = n_in <= kNarrow && n_out < kWideOut ? kSpread : 1;
+  at::Tensor parts =
+      need_weight ? at::zeros({n_threads * spread, n_in, padded_rows, n_out}, x.options()) : at::Tensor();
   at::Tensor grad_x = need_x ? at::empty_like(x) : at::Tensor();
   at::Tensor grad_base = need_x && with_base ? at::empty_like(x) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "kan_layer_norms_backward", [&] {
@@ -1710,7 +1932,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kan_layer_norms_backw
       if (P == nullptr) return nullptr;
       const int64_t thread = at::get_thread_num();
       TORCH_CHECK(thread < n_threads, "more threads than at the start of the backward pass");
-      return P + thread * copy_size;
+      return P + thread * spread * copy_size;
     };
     const Intervals<T> values = intervals<T>(knots, table, cardinal, start, step, k);
     const Intervals<T> slopes = intervals<T>(knots, derivative_table, cardinal_derivative, start, step, k);
@@ -1727,7 +1949,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kan_layer_norms_backw
               const int64_t at = b * n_in + first;
               norm_backward_chunk<T, K, false>(value_rows, slope_rows, X + at, R ? R + at : nullptr, 1, G + b * n_out,
                                                GN, W, n_out, n_in, first, count, own_part(), GX ? GX + at : nullptr,
-                                               GB ? GB + at : nullptr, 1, phi.data());
+                                               GB ? GB + at : nullptr, 1, phi.data(), copy_size);
             },
             [&](int64_t b, int64_t i, int64_t count, const T* xs, const Chunk<T, K>& value_chunk,
                 const Chunk<T, K>& slope_chunk_) {
@@ -1738,7 +1960,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kan_layer_norms_backw
               const int64_t at = b * n_in + i;
               norm_backward_chunk<T, K, true>(value_rows, slope_rows, xs, R ? R + at : nullptr, n_in, G + b * n_out,
                                               GN, W, n_out, n_in, i, count, own_part(), GX ? GX + at : nullptr,
-                                              GB ? GB + at : nullptr, n_in, phi.data());
+                                              GB ? GB + at : nullptr, n_in, phi.data(), copy_size);
             });
       }
     });
@@ -1759,17 +1981,17 @@ TORCH_LIBRARY(kanlab_native, m) {
         "Tensor? derivative_table, int k, Tensor? cardinal, Tensor? cardinal_derivative, Tensor? start, Tensor? step, "
         "Tensor weight, bool need_x, bool need_base, bool need_weight) -> (Tensor, Tensor, Tensor)");
   m.def("kan_layer(Tensor x, Tensor knots, Tensor? table, int k, Tensor? cardinal, Tensor? start, Tensor? step, "
-        "Tensor coef, Tensor scale_sp, Tensor? scale_base, Tensor mask) -> Tensor");
+        "Tensor coef, Tensor scale_sp, Tensor? scale_base, Tensor mask) -> (Tensor, Tensor)");
   m.def("kan_layer_backward(Tensor grad, Tensor x, Tensor knots, Tensor? table, Tensor? derivative_table, int k, "
         "Tensor? cardinal, Tensor? cardinal_derivative, Tensor? start, Tensor? step, Tensor coef, Tensor scale_sp, "
-        "Tensor? scale_base, Tensor mask, bool need_x, bool need_coef, bool need_scale_sp, bool need_scale_base) "
-        "-> (Tensor, Tensor, Tensor, Tensor)");
+        "Tensor? scale_base, Tensor mask, bool need_x, bool need_coef, bool need_scale_sp, bool need_scale_base, "
+        "Tensor? padded=None) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("kan_layer_norms(Tensor x, Tensor knots, Tensor? table, int k, Tensor? cardinal, Tensor? start, Tensor? step, "
-        "Tensor coef, Tensor scale_sp, Tensor? scale_base, Tensor mask) -> (Tensor, Tensor)");
+        "Tensor coef, Tensor scale_sp, Tensor? scale_base, Tensor mask) -> (Tensor, Tensor, Tensor)");
   m.def("kan_layer_norms_backward(Tensor grad, Tensor grad_norms, Tensor x, Tensor knots, Tensor? table, "
         "Tensor? derivative_table, int k, Tensor? cardinal, Tensor? cardinal_derivative, Tensor? start, Tensor? step, "
         "Tensor coef, Tensor scale_sp, Tensor? scale_base, Tensor mask, bool need_x, bool need_coef, "
-        "bool need_scale_sp, bool need_scale_base) -> (Tensor, Tensor, Tensor, Tensor)");
+        "bool need_scale_sp, bool need_scale_base, Tensor? padded=None) -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(kanlab_native, CPU, m) {
