@@ -2,10 +2,10 @@
 
 The algorithm and its decisions are those of ``torch.optim.LBFGS`` (two-loop recursion over the
 last ``history_size`` curvature pairs, cubic interpolation in the bracketing and zoom phases of
-the line search, the same stopping tests), so a float64 run takes the same steps, in most runs
-to the last bit: torch divides a Python number by a 0-d tensor as a multiplication by its
-reciprocal, which can move an interpolated step length by one unit in the last place, and a
-long run then drifts apart as any chaotic optimisation does. What differs is the cost around
+the line search, the same stopping tests), so a float64 run takes the same steps to the last bit:
+where torch holds a step length as a 0-d tensor it divides a Python number by it as a product
+with its reciprocal, and it takes the cubic's square root of a 0-d tensor (on some CPUs not the
+correctly rounded one), and so do we. What differs is the cost around
 the steps, which for a small KAN is most of the optimizer's time: the parameters are moved with
 one fused call over all of them instead of one call per parameter, and the scalars of the
 recursion and the line search are Python floats instead of 0-d tensors (float32 parameters get
@@ -14,7 +14,6 @@ double-precision scalars).
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Iterable
 
 import torch
@@ -27,21 +26,44 @@ _CURVATURE = 0.9  # c2
 _MIN_CURVATURE = 1e-10  # curvature pairs with y's at or below this are skipped
 
 
+class _TensorValued(float):
+    """A step length that torch's LBFGS holds as a 0-d tensor (one computed from the gradient):
+    torch divides a Python number by it as a product with its reciprocal, which can round
+    differently from a division, so ``_cubic_minimum`` does the same for these."""
+
+
+def _as_step(value: float, tensor_valued: bool) -> float:
+    """``value`` marked as torch would hold it: a 0-d tensor (``_TensorValued``) or a number."""
+    return _TensorValued(value) if tensor_valued else float(value)
+
+
+def _is_tensor_valued(*values: float) -> bool:
+    return any(isinstance(value, _TensorValued) for value in values)
+
+
 def _cubic_minimum(t1: float, f1: float, g1: float, t2: float, f2: float, g2: float,
                    bounds: tuple[float, float] | None = None) -> float:
     """Minimiser of the cubic through (t1, f1) and (t2, f2) with slopes g1, g2, within bounds
-    (default: between t1 and t2); the bounds' midpoint when the cubic has no minimum."""
-    low, high = bounds if bounds is not None else (min(t1, t2), max(t1, t2))
-    d1 = g1 + g2 - 3 * (f1 - f2) / (t1 - t2)
+    (default: between t1 and t2); the bounds' midpoint when the cubic has no minimum. The
+    result is marked (``_TensorValued``) where torch's would be a 0-d tensor."""
+    low, high = bounds if bounds is not None else ((t1, t2) if t1 <= t2 else (t2, t1))
+    if _is_tensor_valued(t1, t2):  # a number over a 0-d tensor: torch multiplies by its reciprocal
+        d1 = g1 + g2 - 3 * (f1 - f2) * (1.0 / (t1 - t2))
+    else:
+        d1 = g1 + g2 - 3 * (f1 - f2) / (t1 - t2)
     square = d1**2 - g1 * g2
     if not square >= 0:  # (also NaN)
-        return (low + high) / 2.0
-    d2 = math.sqrt(square)
+        return _as_step((low + high) / 2.0, _is_tensor_valued(low, high))
+    # torch takes this root of a 0-d tensor, which on some CPUs (AVX-512 on AMD EPYC, seen) is not
+    # the correctly rounded math.sqrt: the same call keeps the step lengths equal to the bit
+    d2 = float(torch.tensor(square, dtype=torch.float64).sqrt())
     if t1 <= t2:
         position = t2 - (t2 - t1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
     else:
         position = t1 - (t1 - t2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2))
-    return min(max(position, low), high)
+    # the slopes are tensors in torch, so is the minimiser; min and max return one of their
+    # arguments as torch's do (the first on ties), marks included
+    return min(max(_TensorValued(position), low), high)
 
 
 class LBFGS(torch.optim.Optimizer):
@@ -145,7 +167,11 @@ class LBFGS(torch.optim.Optimizer):
                 prev_grad.copy_(grad)
             prev_loss = loss
 
-            t = min(1.0, 1.0 / float(grad.abs().sum())) * lr if state["n_iter"] == 1 else lr
+            if state["n_iter"] == 1:  # torch: min(1, 1 / tensor) * lr, a tensor where 1 / tensor < 1
+                reciprocal = 1.0 / float(grad.abs().sum())
+                t = _as_step(reciprocal * lr, True) if reciprocal < 1.0 else 1.0 * lr
+            else:
+                t = lr
             slope = float(grad.dot(direction))
             if slope > -tolerance_change:
                 break
@@ -176,7 +202,7 @@ class LBFGS(torch.optim.Optimizer):
             if abs(loss - prev_loss) < tolerance_change:
                 break
 
-        state.update(d=direction, t=t, old_dirs=old_dirs, old_stps=old_stps, ro=ro, H_diag=h_diag,
+        state.update(d=direction, t=float(t), old_dirs=old_dirs, old_stps=old_stps, ro=ro, H_diag=h_diag,
                      prev_flat_grad=prev_grad, prev_loss=prev_loss)
         return first_loss
 
@@ -229,7 +255,8 @@ class LBFGS(torch.optim.Optimizer):
             if slope_new >= 0:
                 bracket = [[t_prev, f_prev, g_prev, slope_prev], [t, f_new, g_new, slope_new]]
                 break
-            low, high = t + 0.01 * (t - t_prev), t * 10
+            low = _as_step(t + 0.01 * (t - t_prev), _is_tensor_valued(t, t_prev))
+            high = _as_step(t * 10, _is_tensor_valued(t))
             t_next = _cubic_minimum(t_prev, f_prev, slope_prev, t, f_new, slope_new, bounds=(low, high))
             t_prev, f_prev, g_prev, slope_prev = t, f_new, g_new, slope_new
             t = t_next
@@ -252,6 +279,7 @@ class LBFGS(torch.optim.Optimizer):
             if min(top - t, t - bottom) < margin:  # too close to an end of the bracket
                 if insufficient or t >= top or t <= bottom:
                     t = top - margin if abs(t - top) < abs(t - bottom) else bottom + margin
+                    t = _as_step(t, _is_tensor_valued(t0, t1))
                     insufficient = False
                 else:
                     insufficient = True
