@@ -1,6 +1,7 @@
 """KANLinear against nn.Linear(in * (G + k), out), the dense work an exact B-spline KAN does.
 
-Forward and forward + backward (input requires grad, as in a hidden layer), medians of
+Forward and forward + backward (input requires grad, as in a hidden layer; every module's and
+input's gradients cleared before each step, as an optimizer's ``zero_grad`` does), medians of
 interleaved repetitions in one run, reported as ratios; memory is what autograd keeps alive
 for the backward pass. "adapted" is the same layer after ``update_grid`` on skewed samples
 (non-uniform knots, the general path a trained KAN runs on). Beside them, in the same run:
@@ -78,7 +79,9 @@ def measure(batch: int, n_in: int, n_out: int, grid: int, compiled: bool, k: int
         return run
 
     def train_step(module, inputs, compiled=False):
-        def run():
+        def run():  # a training step's forward and backward: gradients cleared first, as optimizers do
+            module.zero_grad(set_to_none=True)
+            inputs.grad = None
             with kanlab.native.use(compiled):
                 module(inputs).sum().backward()
         return run
@@ -150,7 +153,8 @@ def main() -> None:
     text = (
         "## KANLinear vs nn.Linear(in*(G+k), out)\n\n"
         f"`.venv/bin/python benchmarks/bench_layer.py`: torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        "float32, k=3, input requires grad; medians of interleaved runs; memory = tensors kept for backward "
+        "float32, k=3, input requires grad, gradients cleared before each step; medians of interleaved runs; "
+        "memory = tensors kept for backward "
         "(torch path).\n\n"
         + table + "\n"
     )

@@ -20,7 +20,15 @@ for batch, n_in, n_out, grid in sizes:
     linear = torch.nn.Linear(n_in * (grid + 3), n_out)
     x = (torch.rand(batch, n_in) * 2 - 1).requires_grad_()
     wide = torch.rand(batch, n_in * (grid + 3)).requires_grad_()
-    runs = {"kan": lambda: layer(x)[0].sum().backward(), "lin": lambda: linear(wide).sum().backward()}
+
+    def step(module, inputs, output):
+        def run():  # gradients cleared first, as optimizers do (and as bench_layer.py times kanlab)
+            module.zero_grad(set_to_none=True)
+            inputs.grad = None
+            output(module(inputs)).sum().backward()
+        return run
+
+    runs = {"kan": step(layer, x, lambda out: out[0]), "lin": step(linear, wide, lambda out: out)}
     samples = {name: [] for name in runs}
     for run in runs.values():
         run()
