@@ -292,6 +292,47 @@ def test_local_product_equals_the_dense_path(dtype, k, kind, base_fun, shape, mo
         assert (ours - theirs).abs().max() <= tolerance * theirs.abs().max().clamp_min(1)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("needs", ["all", "parameters", "x and coef"])
+def test_fine_grid_blocks_equal_the_dense_path(dtype, needs, monkeypatch):
+    """Fine grids (G + 2k + 1 >= 32) on a wide layer: the forward pass splits inputs between
+    threads, and the backward goes through groups of inputs and takes coef's and scale_sp's
+    gradients from each group's rows, with no padded gradient. 300 inputs make several groups, 1100
+    samples two blocks; against the dense path, with some gradients not asked for."""
+    generator = torch.Generator().manual_seed(7)
+    layer = KANLinear(300, 64, grid=40, k=3, generator=generator, dtype=dtype)
+    x = torch.randn(1100, 300, generator=generator, dtype=torch.float64).to(dtype)
+    layer.update_grid(x)
+    with torch.no_grad():
+        layer.coef.normal_(generator=generator)
+        layer.scale_base.normal_(generator=generator)
+        layer.scale_sp.normal_(generator=generator)
+        layer.mask[3, 7] = 0.0
+    x[5, 2] = 50.0
+    layer.scale_sp.requires_grad_(needs != "x and coef")
+    layer.scale_base.requires_grad_(needs != "x and coef")
+    grad = torch.randn(1100, 64, generator=generator, dtype=torch.float64).to(dtype)
+
+    def results():
+        layer.zero_grad()
+        inputs = x.clone().requires_grad_(needs != "parameters")
+        out = layer(inputs)
+        (out * grad).sum().backward()
+        found = [out.detach(), inputs.grad]
+        return found + [p.grad for p in (layer.coef, layer.scale_sp, layer.scale_base)]
+
+    monkeypatch.setattr(layer_module, "_local_product_pays", lambda *shape: True)
+    local = results()
+    assert "_KANLayerBackward" in _graph_names(layer(x))
+    monkeypatch.setattr(layer_module, "_local_product_pays", lambda *shape: False)
+    dense = results()
+    tolerance = 1e-12 if dtype == torch.float64 else 2e-5
+    for ours, theirs in zip(local, dense):
+        assert (ours is None) == (theirs is None)
+        if ours is not None:
+            assert (ours - theirs).abs().max() <= tolerance * theirs.abs().max().clamp_min(1)
+
+
 def test_local_product_passes_gradcheck_and_gradgradcheck():
     """First order through the kernel; second order (a backward that builds a graph) through the
     differentiable feature path it switches to."""

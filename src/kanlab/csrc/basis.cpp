@@ -1026,6 +1026,10 @@ at::Tensor unpadded_sum(const at::Tensor& parts, const LocalShape& shape, int64_
 constexpr int64_t kBlockSamples = 128;
 // Outputs per tile: four 64-byte vectors.
 constexpr int64_t kTileBytes = 256;
+// Fine grids: at least this many padded rows per input (G + 2k + 1), whose weight outweighs a
+// block's outputs; their blocks take up to kFineSamples samples, so the weight passes once.
+constexpr int64_t kFineRows = 32;
+constexpr int64_t kFineSamples = 1024;
 
 // The sum of a vector's lanes, as a tree.
 template <typename T, typename V>
@@ -1200,94 +1204,110 @@ void block_forward(const SortedBlock<T, K>& block, const T* W, int64_t padded_ro
   });
 }
 
-// The spline rows' weight gradient: grad_w[i, s + r, :] (padded, n_out per row) += sum over the
-// entries of v_r * G[b, :] (G the block's rows of the output gradient), an interval's k + 1 rows
-// summed in registers over its entries.
-template <typename T, int K>
-void block_weight_gradient(const SortedBlock<T, K>& block, const T* G, int64_t padded_rows, int64_t n_out,
-                           int64_t count, T* grad_w) {
+// The spline rows' weight gradient for one tile of outputs [t0, t0 + width): grad_w[i, s + r,
+// tile] (padded, n_out per row) += sum over the entries of v_r * G[b, tile], G's tile rows
+// `stride` apart in tile, an interval's k + 1 rows summed in registers over its entries;
+// grad_w's rows start at input first_row_input.
+template <typename T, int K, int kVectors>
+inline void tile_weight_gradient(const SortedBlock<T, K>& block, const T* tile, int64_t stride, int64_t t0,
+                                 int64_t width, int64_t padded_rows, int64_t n_out, T* grad_w, int64_t first_row_input = 0) {
   using V = typename Simd<T>::V;
-  constexpr int64_t kLanes = 64 / sizeof(T), kTile = kTileBytes / sizeof(T);
-  std::vector<T> scratch(count * kTile);  // the block's rows of G's tile (copy_tile)
-  for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
-    constexpr int kVectors = decltype(vectors)::value;
-    T* tile = scratch.data();
-    copy_tile(G, count, n_out, t0, width, tile);
-    for_each_interval(block, [&](int64_t i, int64_t s, const int32_t* samples, const T* values, const T*,
-                                 int32_t j0, int32_t j1) {
-      T* target = grad_w + (i * padded_rows + s) * n_out + t0;
-      if constexpr (kVectors > 0) {
-        V sums[K + 1][kVectors] = {};
-        for (int32_t j = j0; j < j1; ++j) {
-          const T* g = tile + samples[j] * kTile;
-          const T* v = values + j * (K + 1);
-          V grads[kVectors];
-          for (int q = 0; q < kVectors; ++q) grads[q] = load_vector<V>(g + q * kLanes);
-          for (int r = 0; r <= K; ++r)
-            for (int q = 0; q < kVectors; ++q) sums[r][q] += v[r] * grads[q];
-        }
+  constexpr int64_t kLanes = 64 / sizeof(T);
+  for_each_interval(block, [&](int64_t i, int64_t s, const int32_t* samples, const T* values, const T*, int32_t j0,
+                               int32_t j1) {
+    T* target = grad_w + ((i - first_row_input) * padded_rows + s) * n_out + t0;
+    if constexpr (kVectors > 0) {
+      V sums[K + 1][kVectors] = {};
+      for (int32_t j = j0; j < j1; ++j) {
+        const T* g = tile + samples[j] * stride;
+        const T* v = values + j * (K + 1);
+        V grads[kVectors];
+        for (int q = 0; q < kVectors; ++q) grads[q] = load_vector<V>(g + q * kLanes);
         for (int r = 0; r <= K; ++r)
-          for (int q = 0; q < kVectors; ++q) {
-            T* p = target + r * n_out + q * kLanes;
-            store_vector(p, load_vector<V>(p) + sums[r][q]);
-          }
-      } else {
-        for (int r = 0; r <= K; ++r)
-          for (int32_t j = j0; j < j1; ++j) {
-            const T* g = tile + samples[j] * kTile;
-            const T v = values[j * (K + 1) + r];
-            for (int64_t l = 0; l < width; ++l) target[r * n_out + l] += v * g[l];
-          }
+          for (int q = 0; q < kVectors; ++q) sums[r][q] += v[r] * grads[q];
       }
-    });
+      for (int r = 0; r <= K; ++r)
+        for (int q = 0; q < kVectors; ++q) {
+          T* p = target + r * n_out + q * kLanes;
+          store_vector(p, load_vector<V>(p) + sums[r][q]);
+        }
+    } else {
+      for (int r = 0; r <= K; ++r)
+        for (int32_t j = j0; j < j1; ++j) {
+          const T* g = tile + samples[j] * stride;
+          const T v = values[j * (K + 1) + r];
+          for (int64_t l = 0; l < width; ++l) target[r * n_out + l] += v * g[l];
+        }
+    }
   });
 }
 
-// The spline part of x's gradient: result[b, i] (the block's rows, n_in apart) += sum_r slope_r *
-// <W[i, s + r, tile], G[b, tile]> for each tile of outputs, an interval's rows loaded once for
-// all its entries (the caller zeroes the rows; entries outside the knots keep 0).
+// The spline part of x's gradient from one tile of outputs: result[b, i] (the block's rows,
+// n_in apart) += sum_r slope_r * <W[i, s + r, tile], G[b, tile]>, G's tile rows `stride` apart,
+// an interval's rows loaded once for all its entries.
+template <typename T, int K, int kVectors>
+inline void tile_input_gradient(const SortedBlock<T, K>& block, const T* tile, int64_t stride, const T* W, int64_t t0,
+                                int64_t width, int64_t padded_rows, int64_t n_out, T* result) {
+  using V = typename Simd<T>::V;
+  const int64_t n_in = block.stride;
+  for_each_interval(block, [&](int64_t i, int64_t s, const int32_t* samples, const T*, const T* slopes, int32_t j0,
+                               int32_t j1) {
+    const T* w = W + (i * padded_rows + s) * n_out + t0;
+    if constexpr (kVectors > 0) {
+      constexpr int64_t kLanes = 64 / sizeof(T);
+      V rows[K + 1][kVectors];
+      load_rows<V, K, kVectors>(w, n_out, rows);
+      for (int32_t j = j0; j < j1; ++j) {
+        const T* g = tile + samples[j] * stride;
+        const T* d = slopes + j * (K + 1);
+        V dot = {};
+        for (int q = 0; q < kVectors; ++q) {
+          V u = d[0] * rows[0][q];
+          for (int r = 1; r <= K; ++r) u += d[r] * rows[r][q];
+          dot += u * load_vector<V>(g + q * kLanes);
+        }
+        result[samples[j] * n_in + i] += horizontal_sum<T>(dot);
+      }
+    } else {
+      for (int32_t j = j0; j < j1; ++j) {
+        const T* g = tile + samples[j] * stride;
+        const T* d = slopes + j * (K + 1);
+        T sum = T(0);
+        for (int64_t l = 0; l < width; ++l) {
+          T u = d[0] * w[l];
+          for (int r = 1; r <= K; ++r) u += d[r] * w[r * n_out + l];
+          sum += u * g[l];
+        }
+        result[samples[j] * n_in + i] += sum;
+      }
+    }
+  });
+}
+
+// The block's weight gradient (tile_weight_gradient), tile by tile of G's rows (n_out apart).
+template <typename T, int K>
+void block_weight_gradient(const SortedBlock<T, K>& block, const T* G, int64_t padded_rows, int64_t n_out,
+                           int64_t count, T* grad_w) {
+  constexpr int64_t kTile = kTileBytes / sizeof(T);
+  std::vector<T> scratch(count * kTile);  // the block's rows of G's tile (copy_tile)
+  for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
+    copy_tile(G, count, n_out, t0, width, scratch.data());
+    tile_weight_gradient<T, K, decltype(vectors)::value>(block, scratch.data(), kTile, t0, width, padded_rows, n_out,
+                                                         grad_w);
+  });
+}
+
+// The block's part of x's gradient (tile_input_gradient), tile by tile of G's rows (n_out apart);
+// the caller zeroes the rows, and entries outside the knots keep 0.
 template <typename T, int K>
 void block_input_gradient(const SortedBlock<T, K>& block, const T* G, const T* W, int64_t padded_rows,
                           int64_t n_out, int64_t count, T* result) {
-  using V = typename Simd<T>::V;
-  constexpr int64_t kLanes = 64 / sizeof(T), kTile = kTileBytes / sizeof(T);
-  const int64_t n_in = block.stride;
+  constexpr int64_t kTile = kTileBytes / sizeof(T);
   std::vector<T> scratch(count * kTile);  // the block's rows of G's tile (copy_tile)
   for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
-    constexpr int kVectors = decltype(vectors)::value;
-    T* tile = scratch.data();
-    copy_tile(G, count, n_out, t0, width, tile);
-    for_each_interval(block, [&](int64_t i, int64_t s, const int32_t* samples, const T*, const T* slopes,
-                                 int32_t j0, int32_t j1) {
-      const T* w = W + (i * padded_rows + s) * n_out + t0;
-      if constexpr (kVectors > 0) {
-        V rows[K + 1][kVectors];
-        load_rows<V, K, kVectors>(w, n_out, rows);
-        for (int32_t j = j0; j < j1; ++j) {
-          const T* g = tile + samples[j] * kTile;
-          const T* d = slopes + j * (K + 1);
-          V dot = {};
-          for (int q = 0; q < kVectors; ++q) {
-            V u = d[0] * rows[0][q];
-            for (int r = 1; r <= K; ++r) u += d[r] * rows[r][q];
-            dot += u * load_vector<V>(g + q * kLanes);
-          }
-          result[samples[j] * n_in + i] += horizontal_sum<T>(dot);
-        }
-      } else {
-        for (int32_t j = j0; j < j1; ++j) {
-          const T* g = tile + samples[j] * kTile;
-          const T* d = slopes + j * (K + 1);
-          T sum = T(0);
-          for (int64_t l = 0; l < width; ++l) {
-            T u = d[0] * w[l];
-            for (int r = 1; r <= K; ++r) u += d[r] * w[r * n_out + l];
-            sum += u * g[l];
-          }
-          result[samples[j] * n_in + i] += sum;
-        }
-      }
-    });
+    copy_tile(G, count, n_out, t0, width, scratch.data());
+    tile_input_gradient<T, K, decltype(vectors)::value>(block, scratch.data(), kTile, W, t0, width, padded_rows,
+                                                        n_out, result);
   });
 }
 
@@ -1318,6 +1338,32 @@ void blocked_product(const Intervals<T>& intervals, const at::Tensor& knots, con
   at::Tensor lanes;
   const Locator<T> locate = column_locator(intervals, knots, lanes);
   const int64_t n_spans = knots.size(1) - 1;
+  const int64_t slots = std::min<int64_t>(at::get_num_threads(), shape.n_in);
+  if (shape.padded_rows >= kFineRows && slots > 1) {
+    // fine grids: threads take ranges of inputs, so that each reads its part of the weight once,
+    // the first adding into out, the others into their own sums, added to out at the end
+    const int64_t batch = shape.batch, n_out = shape.n_out, block = std::min(batch, kFineSamples);
+    std::vector<T> sums((slots - 1) * batch * n_out, T(0));
+    at::parallel_for(0, slots, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t slot = begin; slot < end; ++slot) {
+        const int64_t i0 = slot * shape.n_in / slots, i1 = (slot + 1) * shape.n_in / slots;
+        T* target = slot == 0 ? out : sums.data() + (slot - 1) * batch * n_out;
+        SortedBlock<T, K> sorted(i0, i1 - i0, shape.n_in, n_spans, block, false);
+        for (int64_t b0 = 0; b0 < batch; b0 += block) {
+          const int64_t count = std::min(block, batch - b0);
+          sorted.build(locate, nullptr, X, b0, count);
+          block_forward(sorted, W, shape.padded_rows, n_out, count, target + b0 * n_out);
+        }
+      }
+    });
+    at::parallel_for(0, batch, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t slot = 1; slot < slots; ++slot) {
+        const T* sum = sums.data() + (slot - 1) * batch * n_out;
+        for (int64_t e = begin * n_out; e < end * n_out; ++e) out[e] += sum[e];
+      }
+    });
+    return;
+  }
   const int64_t block = block_samples(shape.batch, n_spans), n_blocks = (shape.batch + block - 1) / block;
   at::parallel_for(0, n_blocks, 1, [&](int64_t begin, int64_t end) {
     SortedBlock<T, K> sorted(0, shape.n_in, shape.n_in, n_spans, block, false);
@@ -1329,6 +1375,194 @@ void blocked_product(const Intervals<T>& intervals, const at::Tensor& knots, con
   });
 }
 
+#if defined(__AVX512F__)
+// Masked unaligned loads and stores of one 64-byte vector (the first lanes), for the
+// rearrangements between coef's layout and the padded one.
+template <typename T> struct MaskedVector;
+template <> struct MaskedVector<float> {
+  using V = Simd<float>::V;
+  typedef __mmask16 Mask;
+  static Mask first(int64_t lanes) { return static_cast<Mask>((1u << lanes) - 1u); }
+  static V load(const float* p, Mask mask) { return (V)_mm512_maskz_loadu_ps(mask, p); }
+  static void store(float* p, V v, Mask mask) { _mm512_mask_storeu_ps(p, mask, (__m512)v); }
+};
+template <> struct MaskedVector<double> {
+  using V = Simd<double>::V;
+  typedef __mmask8 Mask;
+  static Mask first(int64_t lanes) { return static_cast<Mask>((1u << lanes) - 1u); }
+  static V load(const double* p, Mask mask) { return (V)_mm512_maskz_loadu_pd(mask, p); }
+  static void store(double* p, V v, Mask mask) { _mm512_mask_storeu_pd(p, mask, (__m512d)v); }
+};
+
+// A square block of vectors transposed in registers: rows[r] lane c becomes rows[c] lane r
+// (unpacks within 128-bit lanes, then two rounds of 128-bit lane shuffles).
+inline void transpose_block(Simd<float>::V (&rows)[16]) {
+  __m512 t[16], u[16], v[16];
+  for (int p = 0; p < 8; ++p) {
+    t[2 * p] = _mm512_unpacklo_ps((__m512)rows[2 * p], (__m512)rows[2 * p + 1]);
+    t[2 * p + 1] = _mm512_unpackhi_ps((__m512)rows[2 * p], (__m512)rows[2 * p + 1]);
+  }
+  for (int q = 0; q < 4; ++q) {  // u[4q + c], lane j: column 4j + c of rows 4q .. 4q + 3
+    const __m512d a = _mm512_castps_pd(t[4 * q]), b = _mm512_castps_pd(t[4 * q + 2]);
+    const __m512d c = _mm512_castps_pd(t[4 * q + 1]), d = _mm512_castps_pd(t[4 * q + 3]);
+    u[4 * q] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+    u[4 * q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+    u[4 * q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+    u[4 * q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+  }
+  for (int c = 0; c < 4; ++c) {
+    v[c] = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88);
+    v[4 + c] = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xdd);
+    v[8 + c] = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
+    v[12 + c] = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xdd);
+  }
+  for (int c = 0; c < 4; ++c) {
+    rows[c] = (Simd<float>::V)_mm512_shuffle_f32x4(v[c], v[8 + c], 0x88);
+    rows[8 + c] = (Simd<float>::V)_mm512_shuffle_f32x4(v[c], v[8 + c], 0xdd);
+    rows[4 + c] = (Simd<float>::V)_mm512_shuffle_f32x4(v[4 + c], v[12 + c], 0x88);
+    rows[12 + c] = (Simd<float>::V)_mm512_shuffle_f32x4(v[4 + c], v[12 + c], 0xdd);
+  }
+}
+
+inline void transpose_block(Simd<double>::V (&rows)[8]) {
+  __m512d t[8], v[8];
+  for (int p = 0; p < 4; ++p) {  // t[2p + c], lane j: column 2j + c of rows 2p, 2p + 1
+    t[2 * p] = _mm512_unpacklo_pd((__m512d)rows[2 * p], (__m512d)rows[2 * p + 1]);
+    t[2 * p + 1] = _mm512_unpackhi_pd((__m512d)rows[2 * p], (__m512d)rows[2 * p + 1]);
+  }
+  for (int c = 0; c < 2; ++c) {
+    v[c] = _mm512_shuffle_f64x2(t[c], t[2 + c], 0x88);
+    v[2 + c] = _mm512_shuffle_f64x2(t[c], t[2 + c], 0xdd);
+    v[4 + c] = _mm512_shuffle_f64x2(t[4 + c], t[6 + c], 0x88);
+    v[6 + c] = _mm512_shuffle_f64x2(t[4 + c], t[6 + c], 0xdd);
+  }
+  for (int c = 0; c < 2; ++c) {
+    rows[c] = (Simd<double>::V)_mm512_shuffle_f64x2(v[c], v[4 + c], 0x88);
+    rows[4 + c] = (Simd<double>::V)_mm512_shuffle_f64x2(v[c], v[4 + c], 0xdd);
+    rows[2 + c] = (Simd<double>::V)_mm512_shuffle_f64x2(v[2 + c], v[6 + c], 0x88);
+    rows[6 + c] = (Simd<double>::V)_mm512_shuffle_f64x2(v[2 + c], v[6 + c], 0xdd);
+  }
+}
+#endif
+
+// Where a wide layer's weight gradient goes on fine grids: the parameters' gradients, from coef
+// (out, in, n_basis), scale_sp and mask (out, in); grad_coef / grad_scale_sp null where not asked.
+template <typename T>
+struct EdgeTargets {
+  const T *coef, *scale_sp, *mask;
+  T *grad_coef, *grad_scale_sp;
+};
+
+// The parameters' gradients of input i's edges to outputs [o_begin, o_end) from its padded
+// weight-gradient rows (slab, (padded_rows, n_out)): grad_coef = g * (mask * scale_sp) and
+// grad_scale_sp = mask * sum_m g_m * coef_m. With AVX-512, a vector of outputs by a vector of
+// bases at a time: the rows' pieces loaded and transposed in registers, so that each edge's
+// bases come out as one vector.
+template <typename T>
+inline void input_edge_gradients(const T* slab, int64_t i, int64_t o_begin, int64_t o_end, const LocalShape& shape,
+                                 int64_t k, const EdgeTargets<T>& edges) {
+  const int64_t n_in = shape.n_in, n_out = shape.n_out, n_basis = shape.n_basis;
+#if defined(__AVX512F__)
+  using Masked = MaskedVector<T>;
+  using V = typename Simd<T>::V;
+  constexpr int64_t kLanes = 64 / sizeof(T);
+  for (int64_t o0 = o_begin; o0 < o_end; o0 += kLanes) {
+    const int64_t outputs = std::min(kLanes, o_end - o0);
+    const auto output_mask = Masked::first(outputs);
+    V slopes[kLanes] = {};
+    for (int64_t m0 = 0; m0 < n_basis; m0 += kLanes) {
+      const int64_t bases = std::min(kLanes, n_basis - m0);
+      const auto basis_mask = Masked::first(bases);
+      V block[kLanes];
+      for (int64_t j = 0; j < kLanes; ++j)
+        block[j] = j < bases ? Masked::load(slab + (k + m0 + j) * n_out + o0, output_mask) : V{};
+      transpose_block(block);  // block[l]: output o0 + l's gradients of bases m0 ..
+      for (int64_t l = 0; l < outputs; ++l) {
+        const int64_t edge = (o0 + l) * n_in + i;
+        if (edges.grad_coef != nullptr)
+          Masked::store(edges.grad_coef + edge * n_basis + m0,
+                        block[l] * (edges.mask[edge] * edges.scale_sp[edge]), basis_mask);
+        slopes[l] += block[l] * Masked::load(edges.coef + edge * n_basis + m0, basis_mask);
+      }
+    }
+    if (edges.grad_scale_sp != nullptr)
+      for (int64_t l = 0; l < outputs; ++l) {
+        const int64_t edge = (o0 + l) * n_in + i;
+        edges.grad_scale_sp[edge] = horizontal_sum<T>(slopes[l]) * edges.mask[edge];
+      }
+  }
+#else
+  for (int64_t o = o_begin; o < o_end; ++o) {
+    const int64_t edge = o * n_in + i;
+    const T spline_scale = edges.mask[edge] * edges.scale_sp[edge];
+    const T* column = slab + k * n_out + o;
+    const T* c = edges.coef + edge * n_basis;
+    T* grad_c = edges.grad_coef == nullptr ? nullptr : edges.grad_coef + edge * n_basis;
+    T slope = T(0);
+    for (int64_t m = 0; m < n_basis; ++m) {
+      const T g = column[m * n_out];
+      if (grad_c != nullptr) grad_c[m] = g * spline_scale;
+      slope += g * c[m];
+    }
+    if (edges.grad_scale_sp != nullptr) edges.grad_scale_sp[edge] = slope * edges.mask[edge];
+  }
+#endif
+}
+
+// Fine grids (at least kFineRows padded rows per input) in the backward pass: an input's weight
+// and gradient rows outweigh a block's output gradient, so each should pass through memory once.
+// Threads take ranges of inputs, and go through them in groups whose rows of one tile of outputs
+// fit in kGroupBytes (in L2): for each block of at most kFineSamples samples, each tile of
+// outputs, and each input of the group, the weight gradient and x's gradient. The weight gradient
+// goes into grad_w's rows or, given edges, into a scratch of the group's rows, turned into the
+// parameters' gradients (input_edge_gradients) while in cache: no padded gradient at all. The
+// output gradient is laid out tile by tile once (each tile's rows contiguous) and shared by the
+// threads.
+constexpr int64_t kGroupBytes = 1 << 20;
+
+template <typename T, int K>
+void fine_blocked_backward(const Locator<T>& locate_values, const Locator<T>& locate_slopes, int64_t n_spans,
+                           const T* X, const T* G, const T* W, const LocalShape& shape, T* grad_x, T* grad_w,
+                           const EdgeTargets<T>* edges) {
+  const int64_t batch = shape.batch, n_in = shape.n_in, n_out = shape.n_out, rows = shape.padded_rows;
+  std::vector<T> tiled(batch * n_out);  // the tile from t0 of width w: its rows w apart from tiled + t0 * batch
+  at::parallel_for(0, batch, 64, [&](int64_t begin, int64_t end) {
+    for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto) {
+      for (int64_t b = begin; b < end; ++b)
+        std::copy(G + b * n_out + t0, G + b * n_out + t0 + width, tiled.data() + t0 * batch + b * width);
+    });
+  });
+  const int64_t block = std::min(batch, kFineSamples), n_blocks = (batch + block - 1) / block;
+  const int64_t group = std::max<int64_t>(1, kGroupBytes / (rows * n_out * static_cast<int64_t>(sizeof(T))));
+  const bool weights = grad_w != nullptr || edges != nullptr;
+  at::parallel_for(0, n_in, 1, [&](int64_t begin, int64_t end) {
+    SortedBlock<T, K> sorted(begin, std::min(group, end - begin), n_in, n_spans, block, grad_x != nullptr);
+    std::vector<T> scratch(edges != nullptr ? sorted.n_in * rows * n_out : 0);
+    for (int64_t g0 = begin; g0 < end; g0 += group) {
+      sorted.first_input = g0;
+      sorted.n_in = std::min(group, end - g0);
+      T* rows_of_group = edges != nullptr ? scratch.data() : grad_w == nullptr ? nullptr : grad_w + g0 * rows * n_out;
+      if (weights) std::fill(rows_of_group, rows_of_group + sorted.n_in * rows * n_out, T(0));
+      for (int64_t index = 0; index < n_blocks; ++index) {
+        const int64_t b0 = index * block, count = std::min(block, batch - b0);
+        sorted.build(locate_values, grad_x != nullptr ? &locate_slopes : nullptr, X, b0, count);
+        for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
+          constexpr int kVectors = decltype(vectors)::value;
+          const T* tile = tiled.data() + t0 * batch + b0 * width;
+          if (weights) tile_weight_gradient<T, K, kVectors>(sorted, tile, width, t0, width, rows, n_out, rows_of_group, g0);
+          if (grad_x != nullptr)
+            tile_input_gradient<T, K, kVectors>(sorted, tile, width, W, t0, width, rows, n_out, grad_x + b0 * n_in);
+        });
+      }
+      if (edges != nullptr)  // a vector of outputs by the group's inputs: coef's rows read in runs of inputs
+        for (int64_t o0 = 0; o0 < n_out; o0 += kTileBytes / static_cast<int64_t>(sizeof(T)))
+          for (int64_t i = g0; i < g0 + sorted.n_in; ++i)
+            input_edge_gradients(rows_of_group + (i - g0) * rows * n_out, i, o0,
+                                 std::min(n_out, o0 + kTileBytes / static_cast<int64_t>(sizeof(T))), shape, K, *edges);
+    }
+  });
+}
+
 // The spline part of a wide layer's gradients: x's into grad_x (batch, n_in) where given, the
 // padded weight's into grad_w (n_in, padded_rows, n_out) where given. Threads take ranges of
 // inputs, each going through all the blocks of samples for its own inputs, so each writes its
@@ -1336,7 +1570,8 @@ void blocked_product(const Intervals<T>& intervals, const at::Tensor& knots, con
 // to zero and sum.
 template <typename T, int K>
 void blocked_backward(const Intervals<T>& values, const Intervals<T>& slopes, const at::Tensor& knots, const T* X,
-                      const T* G, const T* W, const LocalShape& shape, T* grad_x, T* grad_w) {
+                      const T* G, const T* W, const LocalShape& shape, T* grad_x, T* grad_w,
+                      const EdgeTargets<T>* edges = nullptr) {
   at::Tensor value_lanes, slope_lanes;
   const Locator<T> locate_values = column_locator(values, knots, value_lanes);
   const Locator<T> locate_slopes = column_locator(slopes, knots, slope_lanes);
@@ -1344,6 +1579,11 @@ void blocked_backward(const Intervals<T>& values, const Intervals<T>& slopes, co
   const int64_t block = block_samples(shape.batch, n_spans, false), n_blocks = (shape.batch + block - 1) / block;
   const int64_t row_size = shape.padded_rows * n_out;
   if (grad_x != nullptr) std::fill(grad_x, grad_x + shape.batch * n_in, T(0));
+  if (shape.padded_rows >= kFineRows) {
+    fine_blocked_backward<T, K>(locate_values, locate_slopes, n_spans, X, G, W, shape, grad_x, grad_w, edges);
+    return;
+  }
+  TORCH_CHECK(edges == nullptr, "only fine grids take the parameters' gradients in the blocks");
   at::parallel_for(0, n_in, 1, [&](int64_t begin, int64_t end) {
     SortedBlock<T, K> sorted(begin, end - begin, n_in, n_spans, block, grad_x != nullptr);
     if (grad_w != nullptr) std::fill(grad_w + begin * row_size, grad_w + end * row_size, T(0));
@@ -1598,6 +1838,78 @@ LocalShape layer_shape(const at::Tensor& x, const at::Tensor& knots, int64_t k, 
   return shape;
 }
 
+#if defined(__AVX512F__)
+// layer_padded_weight with AVX-512: kInputs inputs by a vector of outputs by a vector of bases
+// at a time, the outputs' coefficients (each a row of coef) loaded, scaled and transposed in
+// registers into pieces of the padded rows; the same products as the blocks below, so the same
+// values.
+template <typename T>
+void padded_weight_by_transposes(const T* C, const T* S, const T* B, const T* M, const LocalShape& shape, int64_t k,
+                                 T* P) {
+  using Masked = MaskedVector<T>;
+  using V = typename Simd<T>::V;
+  constexpr int64_t kLanes = 64 / sizeof(T);
+  const int64_t n_in = shape.n_in, n_out = shape.n_out, n_basis = shape.n_basis, rows = shape.padded_rows;
+  const int64_t n_blocks = (n_in + kInputs - 1) / kInputs;
+  const int64_t grain = std::max<int64_t>(1, kLargeLayer / std::max<int64_t>(1, kInputs * n_out * n_basis));
+  at::parallel_for(0, n_blocks, grain, [&](int64_t begin, int64_t end) {
+    const V zero = {};
+    for (int64_t index = begin; index < end; ++index)
+      for (int64_t o0 = 0; o0 < n_out; o0 += kLanes)
+        for (int64_t i = index * kInputs; i < std::min(n_in, (index + 1) * kInputs); ++i) {
+          T* slab = P + i * rows * n_out;
+          const int64_t outputs = std::min(kLanes, n_out - o0);
+          const auto output_mask = Masked::first(outputs);
+          T scales[kLanes], residual[kLanes] = {};
+          for (int64_t l = 0; l < outputs; ++l) {
+            const int64_t edge = (o0 + l) * n_in + i;
+            scales[l] = M[edge] * S[edge];
+            if (B != nullptr) residual[l] = M[edge] * B[edge];
+          }
+          for (int64_t r = 0; r < k; ++r) {  // the padding rows above and below the bases
+            Masked::store(slab + r * n_out + o0, zero, output_mask);
+            Masked::store(slab + (k + n_basis + r) * n_out + o0, zero, output_mask);
+          }
+          for (int64_t m0 = 0; m0 < n_basis; m0 += kLanes) {
+            const int64_t bases = std::min(kLanes, n_basis - m0);
+            const auto basis_mask = Masked::first(bases);
+            V block[kLanes];
+            for (int64_t l = 0; l < kLanes; ++l)
+              block[l] = l < outputs ? Masked::load(C + ((o0 + l) * n_in + i) * n_basis + m0, basis_mask) * scales[l]
+                                     : zero;
+            transpose_block(block);  // block[j]: basis m0 + j of the outputs o0 ..
+            for (int64_t j = 0; j < bases; ++j) Masked::store(slab + (k + m0 + j) * n_out + o0, block[j], output_mask);
+          }
+          Masked::store(slab + (rows - 1) * n_out + o0, Masked::load(residual, output_mask), output_mask);
+        }
+  });
+}
+
+// layer_gradients for a single part: input_edge_gradients for kInputs inputs by a vector of
+// outputs at a time, so that each output's gradients are written in runs of kInputs rows and the
+// vector's columns share cache lines; grad_scale_base = g * mask from the residual row.
+template <typename T>
+void gradients_from_one_part(const T* P, const T* C, const T* S, const T* M, const LocalShape& shape, int64_t k, T* GC,
+                          T* GS, T* GB) {
+  constexpr int64_t kLanes = 64 / sizeof(T);
+  const int64_t n_in = shape.n_in, n_out = shape.n_out, n_basis = shape.n_basis, rows = shape.padded_rows;
+  const int64_t n_blocks = (n_in + kInputs - 1) / kInputs;
+  const int64_t grain = std::max<int64_t>(1, kLargeLayer / std::max<int64_t>(1, kInputs * n_out * n_basis));
+  const EdgeTargets<T> edges{C, S, M, GC, GS};
+  at::parallel_for(0, n_blocks, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t index = begin; index < end; ++index)
+      for (int64_t o0 = 0; o0 < n_out; o0 += kLanes)
+        for (int64_t i = index * kInputs; i < std::min(n_in, (index + 1) * kInputs); ++i) {
+          const T* slab = P + i * rows * n_out;
+          const int64_t o1 = std::min(n_out, o0 + kLanes);
+          if (GC != nullptr || GS != nullptr) input_edge_gradients(slab, i, o0, o1, shape, k, edges);
+          if (GB != nullptr)
+            for (int64_t o = o0; o < o1; ++o) GB[o * n_in + i] = slab[(rows - 1) * n_out + o] * M[o * n_in + i];
+        }
+  });
+}
+#endif
+
 at::Tensor layer_padded_weight(const at::Tensor& coef, const at::Tensor& scale_sp,
                                const std::optional<at::Tensor>& scale_base, const at::Tensor& mask,
                                const LocalShape& shape, int64_t k) {
@@ -1607,6 +1919,10 @@ at::Tensor layer_padded_weight(const at::Tensor& coef, const at::Tensor& scale_s
     const T *C = coef.const_data_ptr<T>(), *S = scale_sp.const_data_ptr<T>(), *M = mask.const_data_ptr<T>();
     const T* B = scale_base.has_value() ? scale_base->const_data_ptr<T>() : nullptr;
     T* P = padded.data_ptr<T>();
+#if defined(__AVX512F__)
+    padded_weight_by_transposes(C, S, B, M, shape, k, P);
+    return;
+#endif
     const int64_t n_in = shape.n_in, n_out = shape.n_out, n_basis = shape.n_basis, rows = shape.padded_rows;
     const int64_t width = n_basis + 1;  // a block's rows per input: the spline rows, the residual
     for_each_transpose_block<T>(shape, [&](int64_t i0, int64_t inputs, int64_t o0, int64_t outputs, T* block) {
@@ -1667,6 +1983,12 @@ void layer_gradients(const at::Tensor& parts, const LocalShape& shape, int64_t k
     T* GC = grad_coef.defined() ? grad_coef.data_ptr<T>() : nullptr;
     T* GS = grad_sp.defined() ? grad_sp.data_ptr<T>() : nullptr;
     T* GB = grad_base.defined() ? grad_base.data_ptr<T>() : nullptr;
+#if defined(__AVX512F__)
+    if (parts.size(0) == 1) {
+      gradients_from_one_part(P, C, S, M, shape, k, GC, GS, GB);
+      return;
+    }
+#endif
     const int64_t n_in = shape.n_in, n_out = shape.n_out, n_basis = shape.n_basis, rows = shape.padded_rows;
     const int64_t copies = parts.size(0), copy_size = n_in * rows * n_out, width = n_basis + 1;
     for_each_transpose_block<T>(shape, [&](int64_t i0, int64_t inputs, int64_t o0, int64_t outputs, T* block) {
@@ -1694,6 +2016,48 @@ void layer_gradients(const at::Tensor& parts, const LocalShape& shape, int64_t k
         }
     });
   });
+}
+
+// Whether a layer's blocked backward goes by groups of inputs (fine_blocked_backward).
+bool takes_fine_blocks(const LocalShape& shape) { return takes_blocks(shape) && shape.padded_rows >= kFineRows; }
+
+// kan_layer_backward on fine grids: the blocks give x's gradient and, without a padded weight
+// gradient, coef's and scale_sp's (fine_blocked_backward's edges); the residual's parts are two
+// small matrix products.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fine_layer_backward(
+    const at::Tensor& grad, const at::Tensor& x, const std::optional<at::Tensor>& base, const at::Tensor& knots,
+    const std::optional<at::Tensor>& table, const std::optional<at::Tensor>& derivative_table, int64_t k,
+    const std::optional<at::Tensor>& cardinal, const std::optional<at::Tensor>& cardinal_derivative,
+    const std::optional<at::Tensor>& start, const std::optional<at::Tensor>& step, const at::Tensor& coef,
+    const at::Tensor& scale_sp, const at::Tensor& mask, const at::Tensor& padded, const LocalShape& shape, bool need_x,
+    bool need_coef, bool need_scale_sp, bool need_scale_base) {
+  TORCH_CHECK(grad.dim() == 2 && grad.size(0) == shape.batch && grad.size(1) == shape.n_out, "grad must be (batch, out)");
+  const at::Tensor g = grad.contiguous();
+  const at::Tensor none = at::empty({0}, x.options());
+  at::Tensor grad_x = need_x ? at::empty_like(x) : none;
+  at::Tensor grad_coef = need_coef ? at::empty_like(coef) : none;
+  at::Tensor grad_sp = need_scale_sp ? at::empty_like(scale_sp) : none;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fine_layer_backward", [&] {
+    using T = scalar_t;
+    const Intervals<T> values = intervals<T>(knots, table, cardinal, start, step, k);
+    const Intervals<T> slopes =
+        need_x ? intervals<T>(knots, derivative_table, cardinal_derivative, start, step, k) : values;
+    const EdgeTargets<T> edges{coef.const_data_ptr<T>(), scale_sp.const_data_ptr<T>(), mask.const_data_ptr<T>(),
+                               need_coef ? grad_coef.data_ptr<T>() : nullptr,
+                               need_scale_sp ? grad_sp.data_ptr<T>() : nullptr};
+    with_degree(k, [&](auto degree) {
+      constexpr int K = decltype(degree)::value;
+      if constexpr (K > 0)
+        blocked_backward<T, K>(values, slopes, knots, x.const_data_ptr<T>(), g.const_data_ptr<T>(),
+                               padded.const_data_ptr<T>(), shape, need_x ? grad_x.data_ptr<T>() : nullptr, nullptr,
+                               need_coef || need_scale_sp ? &edges : nullptr);
+    });
+  });
+  const at::Tensor residual = padded.select(1, shape.padded_rows - 1);  // (in, out): mask * scale_base
+  if (need_x && base.has_value()) grad_x.add_(at::silu_backward(at::mm(g, residual.t()), x));
+  const at::Tensor grad_base_scale =
+      need_scale_base ? at::mm(base->t(), g).t().mul(mask).contiguous() : none;
+  return {grad_x, grad_coef, grad_sp, grad_base_scale};
 }
 
 // The fused layers' backward results: x's gradient with the silu residual's part added, and the
@@ -1741,6 +2105,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kan_layer_backward(
   const LayerInputs layer = layer_inputs(x, knots, k, coef, scale_sp, scale_base, mask, padded);
   const bool with_base = scale_base.has_value();
   need_scale_base = need_scale_base && with_base;
+  if (takes_fine_blocks(layer.shape) && (with_base || !at::isnan(x).any().item<bool>()))
+    return fine_layer_backward(grad, x, layer.base, knots, table, derivative_table, k, cardinal, cardinal_derivative,
+                               start, step, coef, scale_sp, mask, layer.padded, layer.shape, need_x, need_coef,
+                               need_scale_sp, need_scale_base);
   const bool need_weight = need_coef || need_scale_sp || need_scale_base;
   auto [grad_x, grad_base, parts] = product_backward_from_padded(
       grad, x, layer.base, knots, table, derivative_table, k, cardinal, cardinal_derivative, start, step, layer.padded,
