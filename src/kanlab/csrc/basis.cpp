@@ -1511,8 +1511,8 @@ inline void input_edge_gradients(const T* slab, int64_t i, int64_t o_begin, int6
 
 // Fine grids (at least kFineRows padded rows per input) in the backward pass: an input's weight
 // and gradient rows outweigh a block's output gradient, so each should pass through memory once.
-// Threads take ranges of inputs, and go through them in groups whose rows of one tile of outputs
-// fit in kGroupBytes (in L2): for each block of at most kFineSamples samples, each tile of
+// Threads take ranges of inputs, and go through them in groups whose weight-gradient rows fit in
+// kGroupBytes (in L2): for each block of at most kFineSamples samples, each tile of
 // outputs, and each input of the group, the weight gradient and x's gradient. The weight gradient
 // goes into grad_w's rows or, given edges, into a scratch of the group's rows, turned into the
 // parameters' gradients (input_edge_gradients) while in cache: no padded gradient at all. The
