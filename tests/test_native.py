@@ -293,7 +293,7 @@ def test_local_product_equals_the_dense_path(dtype, k, kind, base_fun, shape, mo
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("needs", ["all", "parameters", "x and coef"])
+@pytest.mark.parametrize("needs", ["all", "parameters", "x and coef", "scale_base"])
 def test_fine_grid_blocks_equal_the_dense_path(dtype, needs, monkeypatch):
     """Fine grids (G + 2k + 1 >= 32) on a wide layer: the forward pass splits inputs between
     threads, and the backward goes through groups of inputs and takes coef's and scale_sp's
@@ -309,13 +309,14 @@ def test_fine_grid_blocks_equal_the_dense_path(dtype, needs, monkeypatch):
         layer.scale_sp.normal_(generator=generator)
         layer.mask[3, 7] = 0.0
     x[5, 2] = 50.0
-    layer.scale_sp.requires_grad_(needs != "x and coef")
+    layer.coef.requires_grad_(needs != "scale_base")
+    layer.scale_sp.requires_grad_(needs not in ("x and coef", "scale_base"))
     layer.scale_base.requires_grad_(needs != "x and coef")
     grad = torch.randn(1100, 64, generator=generator, dtype=torch.float64).to(dtype)
 
     def results():
         layer.zero_grad()
-        inputs = x.clone().requires_grad_(needs != "parameters")
+        inputs = x.clone().requires_grad_(needs not in ("parameters", "scale_base"))
         out = layer(inputs)
         (out * grad).sum().backward()
         found = [out.detach(), inputs.grad]

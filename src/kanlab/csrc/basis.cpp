@@ -2045,6 +2045,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fine_layer_backward(
     const EdgeTargets<T> edges{coef.const_data_ptr<T>(), scale_sp.const_data_ptr<T>(), mask.const_data_ptr<T>(),
                                need_coef ? grad_coef.data_ptr<T>() : nullptr,
                                need_scale_sp ? grad_sp.data_ptr<T>() : nullptr};
+    if (!need_x && !need_coef && !need_scale_sp) return;  // the residual's products below are all that is asked
     with_degree(k, [&](auto degree) {
       constexpr int K = decltype(degree)::value;
       if constexpr (K > 0)
