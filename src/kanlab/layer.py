@@ -201,7 +201,8 @@ class _KANLayer(torch.autograd.Function):
         else:
             out, padded = native.kan_layer(x, plan, coef, scale_sp, scale_base, mask)
         # the kernel's padded weight (about coef's size) is kept for the backward pass, which
-        # would otherwise rearrange the parameters into it again
+        # would otherwise rearrange the parameters into it again (an empty tensor on a wide
+        # layer's fine grid, where the kernels build the padded rows in cache as they go)
         ctx.save_for_backward(x, coef, scale_sp, scale_base, mask, padded)
         return (out, norms) if edge_norms else out
 

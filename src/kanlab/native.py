@@ -203,7 +203,8 @@ def kan_layer(x: torch.Tensor, plan, coef: torch.Tensor, scale_sp: torch.Tensor,
     """A layer's ``(N, out)`` output from its parameters in one call (see ``layer._KANLayer``): the
     local product with the weight ``mask * scale_sp * coef`` and, when ``scale_base`` is given, the
     residual ``mask * scale_base * silu(x)``; degrees 1..5. Also the padded weight the kernel built
-    from the parameters, which the backward pass can take instead of building it again."""
+    from the parameters, which the backward pass can take instead of building it again (empty on
+    a wide layer's fine grid, where the kernels build no padded weight)."""
     return torch.ops.kanlab_native.kan_layer(
         x.contiguous(), plan.knots.contiguous(), plan.value_table, plan.k, *_closed_form(plan, plan.cardinal),
         *_layer_parameters(coef, scale_sp, scale_base, mask),

@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -1128,10 +1129,10 @@ inline void for_each_tile(int64_t n_out, Body body) {
 
 // body(i, s, samples, values, slopes, j0, j1) for each input's non-empty interval: its entries
 // [j0, j1) of the input's samples, local values and slopes (K + 1 per entry; slopes null
-// without them).
+// without them); the block's inputs [begin, end) (end -1: all).
 template <typename T, int K, typename Body>
-inline void for_each_interval(const SortedBlock<T, K>& block, Body body) {
-  for (int64_t i = 0; i < block.n_in; ++i) {
+inline void for_each_interval(const SortedBlock<T, K>& block, Body body, int64_t begin = 0, int64_t end = -1) {
+  for (int64_t i = begin; i < (end < 0 ? block.n_in : end); ++i) {
     const int32_t* first = block.start.data() + i * (block.n_spans + 1);
     const int32_t* samples = block.sample.data() + i * block.capacity;
     const T* values = block.value.data() + i * block.capacity * (K + 1);
@@ -1157,60 +1158,82 @@ inline void copy_tile(const T* G, int64_t count, int64_t n_out, int64_t t0, int6
   for (int64_t b = 0; b < count; ++b) std::copy(G + b * n_out + t0, G + b * n_out + t0 + width, tile + b * kTile);
 }
 
+// One interval's entries [j0, j1) added into a tile's sums (the block's rows, kTile apart): each
+// entry's sum_r v_r * w[r * row_stride, :width], the interval's K + 1 rows of the tile (w)
+// loaded into registers once for all its entries.
+template <typename T, int K, int kVectors>
+inline void interval_forward(const T* w, int64_t row_stride, const int32_t* samples, const T* values, int32_t j0,
+                             int32_t j1, int64_t width, T* tile) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t kLanes = 64 / sizeof(T), kTile = kTileBytes / sizeof(T);
+  if constexpr (kVectors > 0) {
+    V rows[K + 1][kVectors];
+    load_rows<V, K, kVectors>(w, row_stride, rows);
+    for (int32_t j = j0; j < j1; ++j) {
+      T* o = tile + samples[j] * kTile;
+      const T* v = values + j * (K + 1);
+      for (int q = 0; q < kVectors; ++q) {
+        V sum = v[0] * rows[0][q];
+        for (int r = 1; r <= K; ++r) sum += v[r] * rows[r][q];
+        store_vector(o + q * kLanes, load_vector<V>(o + q * kLanes) + sum);
+      }
+    }
+  } else {
+    for (int32_t j = j0; j < j1; ++j) {
+      T* o = tile + samples[j] * kTile;
+      const T* v = values + j * (K + 1);
+      for (int64_t l = 0; l < width; ++l) {
+        T sum = v[0] * w[l];
+        for (int r = 1; r <= K; ++r) sum += v[r] * w[r * row_stride + l];
+        o[l] += sum;
+      }
+    }
+  }
+}
+
+// out[b, :] (the block's rows, n_out apart) += a tile's sums (count rows, kTile apart), or with
+// kStore, = them.
+template <typename T, bool kStore = false>
+inline void add_tile(const T* tile, int64_t count, int64_t width, int64_t n_out, T* out) {
+  constexpr int64_t kTile = kTileBytes / sizeof(T);
+  for (int64_t b = 0; b < count; ++b) {
+    T* row = out + b * n_out;
+    if constexpr (kStore) {
+      std::copy(tile + b * kTile, tile + b * kTile + width, row);
+    } else {
+#pragma omp simd
+      for (int64_t l = 0; l < width; ++l) row[l] += tile[b * kTile + l];
+    }
+  }
+}
+
 // out[b, :] (the block's rows, n_out apart) += the spline part of each entry: sum_r v_r * W[i,
 // s + r, :], W the padded weight (n_in, padded_rows, n_out).
 template <typename T, int K>
 void block_forward(const SortedBlock<T, K>& block, const T* W, int64_t padded_rows, int64_t n_out, int64_t count,
                    T* out) {
-  using V = typename Simd<T>::V;
-  constexpr int64_t kLanes = 64 / sizeof(T), kTile = kTileBytes / sizeof(T);
+  constexpr int64_t kTile = kTileBytes / sizeof(T);
   std::vector<T> scratch(count * kTile);  // the block's rows of the tile, contiguous (as copy_tile's)
   for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
-    constexpr int kVectors = decltype(vectors)::value;
     T* tile = scratch.data();
     std::fill(tile, tile + count * kTile, T(0));
     for_each_interval(block, [&](int64_t i, int64_t s, const int32_t* samples, const T* values, const T*,
                                  int32_t j0, int32_t j1) {
-      const T* w = W + (i * padded_rows + s) * n_out + t0;
-      if constexpr (kVectors > 0) {
-        V rows[K + 1][kVectors];
-        load_rows<V, K, kVectors>(w, n_out, rows);
-        for (int32_t j = j0; j < j1; ++j) {
-          T* o = tile + samples[j] * kTile;
-          const T* v = values + j * (K + 1);
-          for (int q = 0; q < kVectors; ++q) {
-            V sum = v[0] * rows[0][q];
-            for (int r = 1; r <= K; ++r) sum += v[r] * rows[r][q];
-            store_vector(o + q * kLanes, load_vector<V>(o + q * kLanes) + sum);
-          }
-        }
-      } else {
-        for (int32_t j = j0; j < j1; ++j) {
-          T* o = tile + samples[j] * kTile;
-          const T* v = values + j * (K + 1);
-          for (int64_t l = 0; l < width; ++l) {
-            T sum = v[0] * w[l];
-            for (int r = 1; r <= K; ++r) sum += v[r] * w[r * n_out + l];
-            o[l] += sum;
-          }
-        }
-      }
+      interval_forward<T, K, decltype(vectors)::value>(W + (i * padded_rows + s) * n_out + t0, n_out, samples,
+                                                       values, j0, j1, width, tile);
     });
-    for (int64_t b = 0; b < count; ++b) {
-      T* row = out + b * n_out + t0;
-#pragma omp simd
-      for (int64_t l = 0; l < width; ++l) row[l] += tile[b * kTile + l];
-    }
+    add_tile(tile, count, width, n_out, out + t0);
   });
 }
 
 // The spline rows' weight gradient for one tile of outputs [t0, t0 + width): grad_w[i, s + r,
 // tile] (padded, n_out per row) += sum over the entries of v_r * G[b, tile], G's tile rows
 // `stride` apart in tile, an interval's k + 1 rows summed in registers over its entries;
-// grad_w's rows start at input first_row_input.
+// grad_w's rows start at input first_row_input; the block's inputs [begin, end) (end -1: all).
 template <typename T, int K, int kVectors>
 inline void tile_weight_gradient(const SortedBlock<T, K>& block, const T* tile, int64_t stride, int64_t t0,
-                                 int64_t width, int64_t padded_rows, int64_t n_out, T* grad_w, int64_t first_row_input = 0) {
+                                 int64_t width, int64_t padded_rows, int64_t n_out, T* grad_w, int64_t first_row_input = 0,
+                                 int64_t begin = 0, int64_t end = -1) {
   using V = typename Simd<T>::V;
   constexpr int64_t kLanes = 64 / sizeof(T);
   for_each_interval(block, [&](int64_t i, int64_t s, const int32_t* samples, const T* values, const T*, int32_t j0,
@@ -1239,20 +1262,23 @@ inline void tile_weight_gradient(const SortedBlock<T, K>& block, const T* tile, 
           for (int64_t l = 0; l < width; ++l) target[r * n_out + l] += v * g[l];
         }
     }
-  });
+  }, begin, end);
 }
 
 // The spline part of x's gradient from one tile of outputs: result[b, i] (the block's rows,
 // n_in apart) += sum_r slope_r * <W[i, s + r, tile], G[b, tile]>, G's tile rows `stride` apart,
-// an interval's rows loaded once for all its entries.
+// an interval's rows loaded once for all its entries. W holds the tile's weight rows,
+// row_stride apart, padded_rows per input from input first_row_input on; the block's inputs
+// [begin, end) (end -1: all).
 template <typename T, int K, int kVectors>
-inline void tile_input_gradient(const SortedBlock<T, K>& block, const T* tile, int64_t stride, const T* W, int64_t t0,
-                                int64_t width, int64_t padded_rows, int64_t n_out, T* result) {
+inline void tile_input_gradient(const SortedBlock<T, K>& block, const T* tile, int64_t stride, const T* W,
+                                int64_t row_stride, int64_t width, int64_t padded_rows, T* result,
+                                int64_t first_row_input = 0, int64_t begin = 0, int64_t end = -1) {
   using V = typename Simd<T>::V;
-  const int64_t n_in = block.stride;
+  const int64_t n_in = block.stride, n_out = row_stride;
   for_each_interval(block, [&](int64_t i, int64_t s, const int32_t* samples, const T*, const T* slopes, int32_t j0,
                                int32_t j1) {
-    const T* w = W + (i * padded_rows + s) * n_out + t0;
+    const T* w = W + ((i - first_row_input) * padded_rows + s) * row_stride;
     if constexpr (kVectors > 0) {
       constexpr int64_t kLanes = 64 / sizeof(T);
       V rows[K + 1][kVectors];
@@ -1281,7 +1307,7 @@ inline void tile_input_gradient(const SortedBlock<T, K>& block, const T* tile, i
         result[samples[j] * n_in + i] += sum;
       }
     }
-  });
+  }, begin, end);
 }
 
 // The block's weight gradient (tile_weight_gradient), tile by tile of G's rows (n_out apart).
@@ -1306,8 +1332,8 @@ void block_input_gradient(const SortedBlock<T, K>& block, const T* G, const T* W
   std::vector<T> scratch(count * kTile);  // the block's rows of G's tile (copy_tile)
   for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
     copy_tile(G, count, n_out, t0, width, scratch.data());
-    tile_input_gradient<T, K, decltype(vectors)::value>(block, scratch.data(), kTile, W, t0, width, padded_rows,
-                                                        n_out, result);
+    tile_input_gradient<T, K, decltype(vectors)::value>(block, scratch.data(), kTile, W + t0, n_out, width,
+                                                        padded_rows, result);
   });
 }
 
@@ -1445,13 +1471,128 @@ inline void transpose_block(Simd<double>::V (&rows)[8]) {
 }
 #endif
 
-// Where a wide layer's weight gradient goes on fine grids: the parameters' gradients, from coef
-// (out, in, n_basis), scale_sp and mask (out, in); grad_coef / grad_scale_sp null where not asked.
+// Input i's padded spline rows for the outputs [o0, o0 + outputs), outputs at most one vector:
+// rows[r * row_stride + l] for r < n_basis + 2k is row r of the padded weight at output o0 + l,
+// zero above and below the bases and mask * scale_sp * coef between (C, S, M: coef (out, in,
+// n_basis), scale_sp and mask (out, in)). With AVX-512 the outputs' coefficients (each a run of
+// coef) are loaded, scaled and transposed in registers, a vector of bases at a time.
+template <typename T>
+inline void scaled_spline_rows(const T* C, const T* S, const T* M, const LocalShape& shape, int64_t k, int64_t i,
+                               int64_t o0, int64_t outputs, T* rows, int64_t row_stride) {
+  const int64_t n_in = shape.n_in, n_basis = shape.n_basis;
+#if defined(__AVX512F__)
+  using Masked = MaskedVector<T>;
+  using V = typename Simd<T>::V;
+  constexpr int64_t kLanes = 64 / sizeof(T);
+  const V zero = {};
+  const auto output_mask = Masked::first(outputs);
+  T scales[kLanes];
+  for (int64_t l = 0; l < outputs; ++l) scales[l] = M[(o0 + l) * n_in + i] * S[(o0 + l) * n_in + i];
+  for (int64_t r = 0; r < k; ++r) {  // the padding rows above and below the bases
+    Masked::store(rows + r * row_stride, zero, output_mask);
+    Masked::store(rows + (k + n_basis + r) * row_stride, zero, output_mask);
+  }
+  for (int64_t m0 = 0; m0 < n_basis; m0 += kLanes) {
+    const int64_t bases = std::min(kLanes, n_basis - m0);
+    const auto basis_mask = Masked::first(bases);
+    V block[kLanes];
+    for (int64_t l = 0; l < kLanes; ++l)
+      block[l] = l < outputs ? Masked::load(C + ((o0 + l) * n_in + i) * n_basis + m0, basis_mask) * scales[l] : zero;
+    transpose_block(block);  // block[j]: basis m0 + j of the outputs o0 ..
+    for (int64_t j = 0; j < bases; ++j) Masked::store(rows + (k + m0 + j) * row_stride, block[j], output_mask);
+  }
+#else
+  for (int64_t l = 0; l < outputs; ++l) {
+    const int64_t edge = (o0 + l) * n_in + i;
+    const T spline_scale = M[edge] * S[edge];
+    for (int64_t r = 0; r < k; ++r) {
+      rows[r * row_stride + l] = T(0);
+      rows[(k + n_basis + r) * row_stride + l] = T(0);
+    }
+    for (int64_t m = 0; m < n_basis; ++m) rows[(k + m) * row_stride + l] = spline_scale * C[edge * n_basis + m];
+  }
+#endif
+}
+
+// A wide layer's parameters on fine grids, from which the kernels build each input's padded rows
+// where they need them (coef (out, in, n_basis), scale_sp and mask (out, in)), and where the
+// parameters' gradients go: grad_coef / grad_scale_sp, null where not asked.
 template <typename T>
 struct EdgeTargets {
   const T *coef, *scale_sp, *mask;
   T *grad_coef, *grad_scale_sp;
 };
+
+// Inputs [i0, i0 + inputs)'s padded spline rows for the tile of outputs [t0, t0 + width) into
+// pieces: input i0 + a's row r at pieces + (a * (n_basis + 2k) + r) * kTile. A vector of outputs
+// by the inputs at a time (scaled_spline_rows), so that each output's coefficients are read in
+// one run over the inputs.
+template <typename T>
+inline void tile_spline_rows(const EdgeTargets<T>& edges, const LocalShape& shape, int64_t k, int64_t i0,
+                             int64_t inputs, int64_t t0, int64_t width, T* pieces) {
+  constexpr int64_t kLanes = 64 / sizeof(T), kTile = kTileBytes / sizeof(T);
+  const int64_t piece_size = (shape.n_basis + 2 * k) * kTile;
+  for (int64_t o0 = t0; o0 < t0 + width; o0 += kLanes)
+    for (int64_t a = 0; a < inputs; ++a)
+      scaled_spline_rows(edges.coef, edges.scale_sp, edges.mask, shape, k, i0 + a, o0,
+                         std::min(kLanes, t0 + width - o0), pieces + a * piece_size + (o0 - t0), kTile);
+}
+
+// Inputs built into cache together by tile_spline_rows in the forward pass on fine grids.
+constexpr int64_t kPieceInputs = 8;
+
+// The spline part of a wide layer's output on fine grids, added into out (batch, n_out), from its
+// parameters without a padded weight: threads take ranges of inputs (the first adding into out,
+// the others into their own sums, added to out at the end), and for each block of at most
+// kFineSamples samples, each tile of outputs and each kPieceInputs inputs, build those inputs'
+// padded rows of the tile in cache (tile_spline_rows) and add their entries' values into the
+// tile's sums. So the parameters pass through memory once per block, and nothing the size of the
+// weight is written.
+template <typename T, int K>
+void fine_product(const Intervals<T>& intervals, const at::Tensor& knots, const T* X, const EdgeTargets<T>& edges,
+                  const LocalShape& shape, T* out) {
+  constexpr int64_t kTile = kTileBytes / sizeof(T);
+  at::Tensor lanes;
+  const Locator<T> locate = column_locator(intervals, knots, lanes);
+  const int64_t n_spans = knots.size(1) - 1, batch = shape.batch, n_in = shape.n_in, n_out = shape.n_out;
+  const int64_t slots = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_in));
+  const int64_t block = std::min(batch, kFineSamples);
+  // the other slots' sums, each (batch, n_out) and written once, tile by tile (no zeroing)
+  std::unique_ptr<T[]> sums(new T[(slots - 1) * batch * n_out]);
+  const int64_t piece_rows = shape.n_basis + 2 * K;
+  at::parallel_for(0, slots, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> tile(block * kTile), pieces(kPieceInputs * piece_rows * kTile);
+    for (int64_t slot = begin; slot < end; ++slot) {
+      const int64_t i0 = slot * n_in / slots, i1 = (slot + 1) * n_in / slots;
+      T* target = slot == 0 ? out : sums.get() + (slot - 1) * batch * n_out;
+      SortedBlock<T, K> sorted(i0, i1 - i0, n_in, n_spans, block, false);
+      for (int64_t b0 = 0; b0 < batch; b0 += block) {
+        const int64_t count = std::min(block, batch - b0);
+        sorted.build(locate, nullptr, X, b0, count);
+        for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
+          std::fill(tile.data(), tile.data() + count * kTile, T(0));
+          for (int64_t a0 = 0; a0 < sorted.n_in; a0 += kPieceInputs) {
+            const int64_t inputs = std::min(kPieceInputs, sorted.n_in - a0);
+            tile_spline_rows(edges, shape, K, i0 + a0, inputs, t0, width, pieces.data());
+            for_each_interval(sorted, [&](int64_t i, int64_t s, const int32_t* samples, const T* values, const T*,
+                                          int32_t j0, int32_t j1) {
+              const T* w = pieces.data() + ((i - i0 - a0) * piece_rows + s) * kTile;
+              interval_forward<T, K, decltype(vectors)::value>(w, kTile, samples, values, j0, j1, width, tile.data());
+            }, a0, a0 + inputs);
+          }
+          if (slot == 0) add_tile(tile.data(), count, width, n_out, target + b0 * n_out + t0);
+          else add_tile<T, true>(tile.data(), count, width, n_out, target + b0 * n_out + t0);
+        });
+      }
+    }
+  });
+  at::parallel_for(0, batch, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t slot = 1; slot < slots; ++slot) {
+      const T* sum = sums.get() + (slot - 1) * batch * n_out;
+      for (int64_t e = begin * n_out; e < end * n_out; ++e) out[e] += sum[e];
+    }
+  });
+}
 
 // The parameters' gradients of input i's edges to outputs [o_begin, o_end) from its padded
 // weight-gradient rows (slab, (padded_rows, n_out)): grad_coef = g * (mask * scale_sp) and
@@ -1512,59 +1653,82 @@ inline void input_edge_gradients(const T* slab, int64_t i, int64_t o_begin, int6
 // Fine grids (at least kFineRows padded rows per input) in the backward pass: an input's weight
 // and gradient rows outweigh a block's output gradient, so each should pass through memory once.
 // Threads take ranges of inputs, and go through them in groups whose weight-gradient rows fit in
-// kGroupBytes (in L2): for each block of at most kFineSamples samples, each tile of
-// outputs, and each input of the group, the weight gradient and x's gradient. The weight gradient
-// goes into grad_w's rows or, given edges, into a scratch of the group's rows, turned into the
-// parameters' gradients (input_edge_gradients) while in cache: no padded gradient at all. The
-// output gradient is laid out tile by tile once (each tile's rows contiguous) and shared by the
-// threads.
-constexpr int64_t kGroupBytes = 1 << 20;
+// kGroupBytes (half of L2, leaving room for the group's padded rows and entries): for each block of at most kFineSamples samples, each tile of outputs, and
+// each input of the group, the weight gradient and x's gradient. The output gradient is laid out
+// tile by tile once (each tile's rows contiguous) and shared by the threads.
+//  - Given the padded weight W (the product of a weight built in torch), x's gradient reads it
+//    and the weight gradient goes into grad_w's rows.
+//  - Given the layer's parameters instead (edges), the group's padded rows of the tile are built
+//    in cache (tile_spline_rows) for x's gradient, and its weight-gradient rows of the tile go
+//    into a scratch of the group's rows, turned into coef's and scale_sp's gradients
+//    (input_edge_gradients) in the last block, while they and that part of coef are in cache: no
+//    padded weight and no padded gradient at all, and coef read once.
+constexpr int64_t kGroupBytes = 1 << 19;
 
 template <typename T, int K>
 void fine_blocked_backward(const Locator<T>& locate_values, const Locator<T>& locate_slopes, int64_t n_spans,
                            const T* X, const T* G, const T* W, const LocalShape& shape, T* grad_x, T* grad_w,
                            const EdgeTargets<T>* edges) {
+  constexpr int64_t kLanes = 64 / sizeof(T), kTile = kTileBytes / sizeof(T);
   const int64_t batch = shape.batch, n_in = shape.n_in, n_out = shape.n_out, rows = shape.padded_rows;
-  std::vector<T> tiled(batch * n_out);  // the tile from t0 of width w: its rows w apart from tiled + t0 * batch
+  TORCH_CHECK((W != nullptr) != (edges != nullptr), "the fine backward takes the padded weight or the parameters");
+  // the tile from t0 of width w: its rows w apart from tiled + t0 * batch (every element written)
+  std::unique_ptr<T[]> tiled(new T[batch * n_out]);
   at::parallel_for(0, batch, 64, [&](int64_t begin, int64_t end) {
     for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto) {
       for (int64_t b = begin; b < end; ++b)
-        std::copy(G + b * n_out + t0, G + b * n_out + t0 + width, tiled.data() + t0 * batch + b * width);
+        std::copy(G + b * n_out + t0, G + b * n_out + t0 + width, tiled.get() + t0 * batch + b * width);
     });
   });
   const int64_t block = std::min(batch, kFineSamples), n_blocks = (batch + block - 1) / block;
   const int64_t group = std::max<int64_t>(1, kGroupBytes / (rows * n_out * static_cast<int64_t>(sizeof(T))));
-  const bool weights = grad_w != nullptr || edges != nullptr;
+  const bool to_edges = edges != nullptr && (edges->grad_coef != nullptr || edges->grad_scale_sp != nullptr);
   at::parallel_for(0, n_in, 1, [&](int64_t begin, int64_t end) {
     SortedBlock<T, K> sorted(begin, std::min(group, end - begin), n_in, n_spans, block, grad_x != nullptr);
-    std::vector<T> scratch(edges != nullptr ? sorted.n_in * rows * n_out : 0);
+    std::vector<T> scratch(to_edges ? sorted.n_in * rows * n_out : 0);
+    const int64_t piece_rows = shape.n_basis + 2 * K;
+    std::vector<T> pieces(grad_x != nullptr && W == nullptr ? sorted.n_in * piece_rows * kTile : 0);
     for (int64_t g0 = begin; g0 < end; g0 += group) {
       sorted.first_input = g0;
       sorted.n_in = std::min(group, end - g0);
-      T* rows_of_group = edges != nullptr ? scratch.data() : grad_w == nullptr ? nullptr : grad_w + g0 * rows * n_out;
-      if (weights) std::fill(rows_of_group, rows_of_group + sorted.n_in * rows * n_out, T(0));
+      if (grad_w != nullptr) std::fill(grad_w + g0 * rows * n_out, grad_w + (g0 + sorted.n_in) * rows * n_out, T(0));
       for (int64_t index = 0; index < n_blocks; ++index) {
         const int64_t b0 = index * block, count = std::min(block, batch - b0);
         sorted.build(locate_values, grad_x != nullptr ? &locate_slopes : nullptr, X, b0, count);
         for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
           constexpr int kVectors = decltype(vectors)::value;
-          const T* tile = tiled.data() + t0 * batch + b0 * width;
-          if (weights) tile_weight_gradient<T, K, kVectors>(sorted, tile, width, t0, width, rows, n_out, rows_of_group, g0);
-          if (grad_x != nullptr)
-            tile_input_gradient<T, K, kVectors>(sorted, tile, width, W, t0, width, rows, n_out, grad_x + b0 * n_in);
+          const T* tile = tiled.get() + t0 * batch + b0 * width;
+          T* result = grad_x == nullptr ? nullptr : grad_x + b0 * n_in;
+          if (W != nullptr) {
+            if (grad_w != nullptr)
+              tile_weight_gradient<T, K, kVectors>(sorted, tile, width, t0, width, rows, n_out, grad_w + g0 * rows * n_out, g0);
+            if (result != nullptr)
+              tile_input_gradient<T, K, kVectors>(sorted, tile, width, W + t0, n_out, width, rows, result);
+            return;
+          }
+          if (result != nullptr) {
+            tile_spline_rows(*edges, shape, K, g0, sorted.n_in, t0, width, pieces.data());
+            tile_input_gradient<T, K, kVectors>(sorted, tile, width, pieces.data(), kTile, width, piece_rows, result, g0);
+          }
+          if (!to_edges) return;
+          if (index == 0)  // the group's weight-gradient rows of this tile
+            for (int64_t r = 0; r < sorted.n_in * rows; ++r)
+              std::fill(scratch.data() + r * n_out + t0, scratch.data() + r * n_out + t0 + width, T(0));
+          tile_weight_gradient<T, K, kVectors>(sorted, tile, width, t0, width, rows, n_out, scratch.data(), g0);
+          if (index == n_blocks - 1)  // a vector of outputs by the group's inputs: coef read in runs of inputs
+            for (int64_t o0 = t0; o0 < t0 + width; o0 += kLanes)
+              for (int64_t a = 0; a < sorted.n_in; ++a)
+                input_edge_gradients(scratch.data() + a * rows * n_out, g0 + a, o0, std::min(t0 + width, o0 + kLanes),
+                                     shape, K, *edges);
         });
       }
-      if (edges != nullptr)  // a vector of outputs by the group's inputs: coef's rows read in runs of inputs
-        for (int64_t o0 = 0; o0 < n_out; o0 += kTileBytes / static_cast<int64_t>(sizeof(T)))
-          for (int64_t i = g0; i < g0 + sorted.n_in; ++i)
-            input_edge_gradients(rows_of_group + (i - g0) * rows * n_out, i, o0,
-                                 std::min(n_out, o0 + kTileBytes / static_cast<int64_t>(sizeof(T))), shape, K, *edges);
     }
   });
 }
 
 // The spline part of a wide layer's gradients: x's into grad_x (batch, n_in) where given, the
-// padded weight's into grad_w (n_in, padded_rows, n_out) where given. Threads take ranges of
+// padded weight's into grad_w (n_in, padded_rows, n_out) where given; on fine grids, edges gives
+// the parameters instead of W and asks for their gradients (fine_blocked_backward). Threads take ranges of
 // inputs, each going through all the blocks of samples for its own inputs, so each writes its
 // own rows of grad_w and its own columns of grad_x: one weight gradient, no per-thread copies
 // to zero and sum.
@@ -1847,39 +2011,21 @@ template <typename T>
 void padded_weight_by_transposes(const T* C, const T* S, const T* B, const T* M, const LocalShape& shape, int64_t k,
                                  T* P) {
   using Masked = MaskedVector<T>;
-  using V = typename Simd<T>::V;
   constexpr int64_t kLanes = 64 / sizeof(T);
   const int64_t n_in = shape.n_in, n_out = shape.n_out, n_basis = shape.n_basis, rows = shape.padded_rows;
   const int64_t n_blocks = (n_in + kInputs - 1) / kInputs;
   const int64_t grain = std::max<int64_t>(1, kLargeLayer / std::max<int64_t>(1, kInputs * n_out * n_basis));
   at::parallel_for(0, n_blocks, grain, [&](int64_t begin, int64_t end) {
-    const V zero = {};
     for (int64_t index = begin; index < end; ++index)
       for (int64_t o0 = 0; o0 < n_out; o0 += kLanes)
         for (int64_t i = index * kInputs; i < std::min(n_in, (index + 1) * kInputs); ++i) {
           T* slab = P + i * rows * n_out;
           const int64_t outputs = std::min(kLanes, n_out - o0);
+          scaled_spline_rows(C, S, M, shape, k, i, o0, outputs, slab + o0, n_out);
+          T residual[kLanes] = {};
+          if (B != nullptr)
+            for (int64_t l = 0; l < outputs; ++l) residual[l] = M[(o0 + l) * n_in + i] * B[(o0 + l) * n_in + i];
           const auto output_mask = Masked::first(outputs);
-          T scales[kLanes], residual[kLanes] = {};
-          for (int64_t l = 0; l < outputs; ++l) {
-            const int64_t edge = (o0 + l) * n_in + i;
-            scales[l] = M[edge] * S[edge];
-            if (B != nullptr) residual[l] = M[edge] * B[edge];
-          }
-          for (int64_t r = 0; r < k; ++r) {  // the padding rows above and below the bases
-            Masked::store(slab + r * n_out + o0, zero, output_mask);
-            Masked::store(slab + (k + n_basis + r) * n_out + o0, zero, output_mask);
-          }
-          for (int64_t m0 = 0; m0 < n_basis; m0 += kLanes) {
-            const int64_t bases = std::min(kLanes, n_basis - m0);
-            const auto basis_mask = Masked::first(bases);
-            V block[kLanes];
-            for (int64_t l = 0; l < kLanes; ++l)
-              block[l] = l < outputs ? Masked::load(C + ((o0 + l) * n_in + i) * n_basis + m0, basis_mask) * scales[l]
-                                     : zero;
-            transpose_block(block);  // block[j]: basis m0 + j of the outputs o0 ..
-            for (int64_t j = 0; j < bases; ++j) Masked::store(slab + (k + m0 + j) * n_out + o0, block[j], output_mask);
-          }
           Masked::store(slab + (rows - 1) * n_out + o0, Masked::load(residual, output_mask), output_mask);
         }
   });
@@ -1963,11 +2109,12 @@ LayerInputs layer_inputs(const at::Tensor& x, const at::Tensor& knots, int64_t k
                          const at::Tensor& scale_sp, const std::optional<at::Tensor>& scale_base,
                          const at::Tensor& mask, const std::optional<at::Tensor>& padded = std::nullopt) {
   const LocalShape shape = layer_shape(x, knots, k, coef, scale_sp, scale_base, mask);
-  if (padded.has_value())
+  const bool given = padded.has_value() && padded->numel() > 0;  // the fine forward pass keeps none
+  if (given)
     TORCH_CHECK(padded->sizes() == at::IntArrayRef({shape.n_in, shape.padded_rows, shape.n_out}) &&
                     padded->is_contiguous() && padded->scalar_type() == x.scalar_type(),
                 "padded must be the forward pass's padded weight of this layer");
-  return {shape, padded.has_value() ? *padded : layer_padded_weight(coef, scale_sp, scale_base, mask, shape, k),
+  return {shape, given ? *padded : layer_padded_weight(coef, scale_sp, scale_base, mask, shape, k),
           scale_base.has_value() ? std::optional<at::Tensor>(at::silu(x)) : std::nullopt};
 }
 
@@ -2018,18 +2165,44 @@ void layer_gradients(const at::Tensor& parts, const LocalShape& shape, int64_t k
   });
 }
 
-// Whether a layer's blocked backward goes by groups of inputs (fine_blocked_backward).
-bool takes_fine_blocks(const LocalShape& shape) { return takes_blocks(shape) && shape.padded_rows >= kFineRows; }
+// Whether a fused layer goes by fine_layer_forward and fine_layer_backward, with no padded weight:
+// a wide layer on a fine grid; without a residual, a NaN input sends it entry by entry instead.
+bool takes_fine_layer(const LocalShape& shape, const at::Tensor& x, bool with_base) {
+  return takes_blocks(shape) && shape.padded_rows >= kFineRows && (with_base || !at::isnan(x).any().item<bool>());
+}
+
+// The fused layer on fine grids (takes_fine_layer), without a padded weight: the residual
+// silu(x) @ (mask * scale_base)^T as a matrix product, the spline part by fine_product.
+at::Tensor fine_layer_forward(const at::Tensor& x, const at::Tensor& knots, const std::optional<at::Tensor>& table,
+                              int64_t k, const std::optional<at::Tensor>& cardinal,
+                              const std::optional<at::Tensor>& start, const std::optional<at::Tensor>& step,
+                              const at::Tensor& coef, const at::Tensor& scale_sp,
+                              const std::optional<at::Tensor>& scale_base, const at::Tensor& mask,
+                              const LocalShape& shape) {
+  at::Tensor result = scale_base.has_value() ? at::mm(at::silu(x), mask.mul(*scale_base).t())
+                                             : at::zeros({shape.batch, shape.n_out}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fine_layer_forward", [&] {
+    using T = scalar_t;
+    const Intervals<T> intervals_ = intervals<T>(knots, table, cardinal, start, step, k);
+    const EdgeTargets<T> edges{coef.const_data_ptr<T>(), scale_sp.const_data_ptr<T>(), mask.const_data_ptr<T>(),
+                               nullptr, nullptr};
+    with_degree(k, [&](auto degree) {
+      constexpr int K = decltype(degree)::value;
+      if constexpr (K > 0) fine_product<T, K>(intervals_, knots, x.const_data_ptr<T>(), edges, shape, result.data_ptr<T>());
+    });
+  });
+  return result;
+}
 
 // kan_layer_backward on fine grids: the blocks give x's gradient and, without a padded weight
-// gradient, coef's and scale_sp's (fine_blocked_backward's edges); the residual's parts are two
+// (gradient), coef's and scale_sp's (fine_blocked_backward's edges); the residual's parts are two
 // small matrix products.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fine_layer_backward(
-    const at::Tensor& grad, const at::Tensor& x, const std::optional<at::Tensor>& base, const at::Tensor& knots,
-    const std::optional<at::Tensor>& table, const std::optional<at::Tensor>& derivative_table, int64_t k,
-    const std::optional<at::Tensor>& cardinal, const std::optional<at::Tensor>& cardinal_derivative,
-    const std::optional<at::Tensor>& start, const std::optional<at::Tensor>& step, const at::Tensor& coef,
-    const at::Tensor& scale_sp, const at::Tensor& mask, const at::Tensor& padded, const LocalShape& shape, bool need_x,
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& knots, const std::optional<at::Tensor>& table,
+    const std::optional<at::Tensor>& derivative_table, int64_t k, const std::optional<at::Tensor>& cardinal,
+    const std::optional<at::Tensor>& cardinal_derivative, const std::optional<at::Tensor>& start,
+    const std::optional<at::Tensor>& step, const at::Tensor& coef, const at::Tensor& scale_sp,
+    const std::optional<at::Tensor>& scale_base, const at::Tensor& mask, const LocalShape& shape, bool need_x,
     bool need_coef, bool need_scale_sp, bool need_scale_base) {
   TORCH_CHECK(grad.dim() == 2 && grad.size(0) == shape.batch && grad.size(1) == shape.n_out, "grad must be (batch, out)");
   const at::Tensor g = grad.contiguous();
@@ -2037,27 +2210,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fine_layer_backward(
   at::Tensor grad_x = need_x ? at::empty_like(x) : none;
   at::Tensor grad_coef = need_coef ? at::empty_like(coef) : none;
   at::Tensor grad_sp = need_scale_sp ? at::empty_like(scale_sp) : none;
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fine_layer_backward", [&] {
-    using T = scalar_t;
-    const Intervals<T> values = intervals<T>(knots, table, cardinal, start, step, k);
-    const Intervals<T> slopes =
-        need_x ? intervals<T>(knots, derivative_table, cardinal_derivative, start, step, k) : values;
-    const EdgeTargets<T> edges{coef.const_data_ptr<T>(), scale_sp.const_data_ptr<T>(), mask.const_data_ptr<T>(),
-                               need_coef ? grad_coef.data_ptr<T>() : nullptr,
-                               need_scale_sp ? grad_sp.data_ptr<T>() : nullptr};
-    if (!need_x && !need_coef && !need_scale_sp) return;  // the residual's products below are all that is asked
-    with_degree(k, [&](auto degree) {
-      constexpr int K = decltype(degree)::value;
-      if constexpr (K > 0)
-        blocked_backward<T, K>(values, slopes, knots, x.const_data_ptr<T>(), g.const_data_ptr<T>(),
-                               padded.const_data_ptr<T>(), shape, need_x ? grad_x.data_ptr<T>() : nullptr, nullptr,
-                               need_coef || need_scale_sp ? &edges : nullptr);
+  if (need_x || need_coef || need_scale_sp)  // else the residual's products below are all that is asked
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fine_layer_backward", [&] {
+      using T = scalar_t;
+      const Intervals<T> values = intervals<T>(knots, table, cardinal, start, step, k);
+      const Intervals<T> slopes =
+          need_x ? intervals<T>(knots, derivative_table, cardinal_derivative, start, step, k) : values;
+      const EdgeTargets<T> edges{coef.const_data_ptr<T>(), scale_sp.const_data_ptr<T>(), mask.const_data_ptr<T>(),
+                                 need_coef ? grad_coef.data_ptr<T>() : nullptr,
+                                 need_scale_sp ? grad_sp.data_ptr<T>() : nullptr};
+      with_degree(k, [&](auto degree) {
+        constexpr int K = decltype(degree)::value;
+        if constexpr (K > 0)
+          blocked_backward<T, K>(values, slopes, knots, x.const_data_ptr<T>(), g.const_data_ptr<T>(), nullptr, shape,
+                                 need_x ? grad_x.data_ptr<T>() : nullptr, nullptr, &edges);
+      });
     });
-  });
-  const at::Tensor residual = padded.select(1, shape.padded_rows - 1);  // (in, out): mask * scale_base
-  if (need_x && base.has_value()) grad_x.add_(at::silu_backward(at::mm(g, residual.t()), x));
+  const bool with_base = scale_base.has_value();
+  if (need_x && with_base) grad_x.add_(at::silu_backward(at::mm(g, mask.mul(*scale_base)), x));
   const at::Tensor grad_base_scale =
-      need_scale_base ? at::mm(base->t(), g).t().mul(mask).contiguous() : none;
+      need_scale_base && with_base ? at::mm(at::silu(x).t(), g).t().mul(mask).contiguous() : none;
   return {grad_x, grad_coef, grad_sp, grad_base_scale};
 }
 
@@ -2088,6 +2260,10 @@ std::tuple<at::Tensor, at::Tensor> kan_layer(const at::Tensor& x, const at::Tens
                      const std::optional<at::Tensor>& cardinal, const std::optional<at::Tensor>& start,
                      const std::optional<at::Tensor>& step, const at::Tensor& coef, const at::Tensor& scale_sp,
                      const std::optional<at::Tensor>& scale_base, const at::Tensor& mask) {
+  const LocalShape shape = layer_shape(x, knots, k, coef, scale_sp, scale_base, mask);
+  if (takes_fine_layer(shape, x, scale_base.has_value()))  // no padded weight to keep
+    return {fine_layer_forward(x, knots, table, k, cardinal, start, step, coef, scale_sp, scale_base, mask, shape),
+            at::empty({0}, x.options())};
   const LayerInputs layer = layer_inputs(x, knots, k, coef, scale_sp, scale_base, mask);
   return {product_from_padded(x, layer.base, knots, table, k, cardinal, start, step, layer.padded, layer.shape),
           layer.padded};
@@ -2103,13 +2279,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kan_layer_backward(
     const std::optional<at::Tensor>& step, const at::Tensor& coef, const at::Tensor& scale_sp,
     const std::optional<at::Tensor>& scale_base, const at::Tensor& mask, bool need_x, bool need_coef,
     bool need_scale_sp, bool need_scale_base, const std::optional<at::Tensor>& padded) {
-  const LayerInputs layer = layer_inputs(x, knots, k, coef, scale_sp, scale_base, mask, padded);
   const bool with_base = scale_base.has_value();
   need_scale_base = need_scale_base && with_base;
-  if (takes_fine_blocks(layer.shape) && (with_base || !at::isnan(x).any().item<bool>()))
-    return fine_layer_backward(grad, x, layer.base, knots, table, derivative_table, k, cardinal, cardinal_derivative,
-                               start, step, coef, scale_sp, mask, layer.padded, layer.shape, need_x, need_coef,
-                               need_scale_sp, need_scale_base);
+  const LocalShape shape = layer_shape(x, knots, k, coef, scale_sp, scale_base, mask);
+  if (takes_fine_layer(shape, x, with_base))
+    return fine_layer_backward(grad, x, knots, table, derivative_table, k, cardinal, cardinal_derivative, start, step,
+                               coef, scale_sp, scale_base, mask, shape, need_x, need_coef, need_scale_sp,
+                               need_scale_base);
+  const LayerInputs layer = layer_inputs(x, knots, k, coef, scale_sp, scale_base, mask, padded);
   const bool need_weight = need_coef || need_scale_sp || need_scale_base;
   auto [grad_x, grad_base, parts] = product_backward_from_padded(
       grad, x, layer.base, knots, table, derivative_table, k, cardinal, cardinal_derivative, start, step, layer.padded,
