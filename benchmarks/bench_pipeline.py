@@ -5,7 +5,7 @@ refined through ``--grids`` with ``--steps`` steps each (pykan's defaults for gr
 pykan runs in its own interpreter (``--pykan-python``), interleaved with kanlab, once per seed
 in ``--seeds`` (each seed: its own data and initial parameters; pykan starts from kanlab's
 initial model, copied into its layout, so both run the same steps from the same point);
-times and test RMSEs are medians over the seeds, with every seed's final RMSE listed. kanlab
+times and test RMSEs are medians over the seeds, with every seed's RMSEs at every grid listed. kanlab
 runs with its compiled kernel (``kanlab.native``; ``--no-compiled``: without), and its
 pure-torch path's total is reported beside it.
 Writes its section of RESULTS.md.
@@ -125,6 +125,21 @@ def main() -> None:
         f"{seed}: kanlab {o[-1][3]:.1e}" + (f" / pykan {t[-1][3]:.1e}" if theirs else "")
         for seed, o, t in zip(seeds, ours, theirs or ours)
     )
+    # every seed's train and test RMSE at every grid: a median over few seeds hides which runs
+    # left a local minimum and which did not
+    per_seed = []
+    for index, grid in enumerate(grids):
+        row = [str(grid)]
+        for o, t in zip(ours, theirs or [None] * len(ours)):
+            row.append(f"{o[index][2]:.1e} / {o[index][3]:.1e}")
+            if t is not None:
+                row.append(f"{t[index][2]:.1e} / {t[index][3]:.1e}")
+        per_seed.append(row)
+    per_seed_header = ["grid"] + [
+        name for seed in seeds for name in
+        ([f"seed {seed} kanlab train / test"] + ([f"seed {seed} pykan train / test"] if theirs else []))
+    ]
+    finals += "\n\nRMSE per seed and grid (train / test):\n\n" + markdown_table(per_seed_header, per_seed)
     summary = f"total (median over seeds): kanlab {total(ours):.1f} s"
     if theirs:
         summary += (
