@@ -1357,39 +1357,23 @@ Locator<T> column_locator(const Intervals<T>& intervals, const at::Tensor& knots
   return locate;
 }
 
-// The spline part of a wide layer's output, added into out (batch, n_out).
+template <typename T> struct EdgeTargets;
+template <typename T, int K>
+void fine_product(const Intervals<T>& intervals, const at::Tensor& knots, const T* X, const T* W,
+                  const EdgeTargets<T>* edges, const LocalShape& shape, T* out);
+
+// The spline part of a wide layer's output, added into out (batch, n_out); on fine grids with
+// more than one thread, by ranges of inputs (fine_product).
 template <typename T, int K>
 void blocked_product(const Intervals<T>& intervals, const at::Tensor& knots, const T* X, const T* W,
                      const LocalShape& shape, T* out) {
+  if (shape.padded_rows >= kFineRows && std::min<int64_t>(at::get_num_threads(), shape.n_in) > 1) {
+    fine_product<T, K>(intervals, knots, X, W, nullptr, shape, out);
+    return;
+  }
   at::Tensor lanes;
   const Locator<T> locate = column_locator(intervals, knots, lanes);
   const int64_t n_spans = knots.size(1) - 1;
-  const int64_t slots = std::min<int64_t>(at::get_num_threads(), shape.n_in);
-  if (shape.padded_rows >= kFineRows && slots > 1) {
-    // fine grids: threads take ranges of inputs, so that each reads its part of the weight once,
-    // the first adding into out, the others into their own sums, added to out at the end
-    const int64_t batch = shape.batch, n_out = shape.n_out, block = std::min(batch, kFineSamples);
-    std::vector<T> sums((slots - 1) * batch * n_out, T(0));
-    at::parallel_for(0, slots, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t slot = begin; slot < end; ++slot) {
-        const int64_t i0 = slot * shape.n_in / slots, i1 = (slot + 1) * shape.n_in / slots;
-        T* target = slot == 0 ? out : sums.data() + (slot - 1) * batch * n_out;
-        SortedBlock<T, K> sorted(i0, i1 - i0, shape.n_in, n_spans, block, false);
-        for (int64_t b0 = 0; b0 < batch; b0 += block) {
-          const int64_t count = std::min(block, batch - b0);
-          sorted.build(locate, nullptr, X, b0, count);
-          block_forward(sorted, W, shape.padded_rows, n_out, count, target + b0 * n_out);
-        }
-      }
-    });
-    at::parallel_for(0, batch, 64, [&](int64_t begin, int64_t end) {
-      for (int64_t slot = 1; slot < slots; ++slot) {
-        const T* sum = sums.data() + (slot - 1) * batch * n_out;
-        for (int64_t e = begin * n_out; e < end * n_out; ++e) out[e] += sum[e];
-      }
-    });
-    return;
-  }
   const int64_t block = block_samples(shape.batch, n_spans), n_blocks = (shape.batch + block - 1) / block;
   at::parallel_for(0, n_blocks, 1, [&](int64_t begin, int64_t end) {
     SortedBlock<T, K> sorted(0, shape.n_in, shape.n_in, n_spans, block, false);
@@ -1541,16 +1525,17 @@ inline void tile_spline_rows(const EdgeTargets<T>& edges, const LocalShape& shap
 // Inputs built into cache together by tile_spline_rows in the forward pass on fine grids.
 constexpr int64_t kPieceInputs = 8;
 
-// The spline part of a wide layer's output on fine grids, added into out (batch, n_out), from its
-// parameters without a padded weight: threads take ranges of inputs (the first adding into out,
-// the others into their own sums, added to out at the end), and for each block of at most
-// kFineSamples samples, each tile of outputs and each kPieceInputs inputs, build those inputs'
-// padded rows of the tile in cache (tile_spline_rows) and add their entries' values into the
-// tile's sums. So the parameters pass through memory once per block, and nothing the size of the
+// The spline part of a wide layer's output on fine grids, added into out (batch, n_out), from the
+// padded weight W or, without one, from the parameters (edges): threads take ranges of inputs (the
+// first adding into out, the others into their own sums, added to out at the end), so that each
+// reads its part of the weight once per block of at most kFineSamples samples. From the
+// parameters, for each block, tile of outputs and kPieceInputs inputs, those inputs' padded rows
+// of the tile are built in cache (tile_spline_rows) and their entries' values added into the
+// tile's sums: the parameters pass through memory once per block, and nothing the size of the
 // weight is written.
 template <typename T, int K>
-void fine_product(const Intervals<T>& intervals, const at::Tensor& knots, const T* X, const EdgeTargets<T>& edges,
-                  const LocalShape& shape, T* out) {
+void fine_product(const Intervals<T>& intervals, const at::Tensor& knots, const T* X, const T* W,
+                  const EdgeTargets<T>* edges, const LocalShape& shape, T* out) {
   constexpr int64_t kTile = kTileBytes / sizeof(T);
   at::Tensor lanes;
   const Locator<T> locate = column_locator(intervals, knots, lanes);
@@ -1561,7 +1546,7 @@ void fine_product(const Intervals<T>& intervals, const at::Tensor& knots, const 
   std::unique_ptr<T[]> sums(new T[(slots - 1) * batch * n_out]);
   const int64_t piece_rows = shape.n_basis + 2 * K;
   at::parallel_for(0, slots, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> tile(block * kTile), pieces(kPieceInputs * piece_rows * kTile);
+    std::vector<T> tile(block * kTile), pieces(W == nullptr ? kPieceInputs * piece_rows * kTile : 0);
     for (int64_t slot = begin; slot < end; ++slot) {
       const int64_t i0 = slot * n_in / slots, i1 = (slot + 1) * n_in / slots;
       T* target = slot == 0 ? out : sums.get() + (slot - 1) * batch * n_out;
@@ -1571,9 +1556,15 @@ void fine_product(const Intervals<T>& intervals, const at::Tensor& knots, const 
         sorted.build(locate, nullptr, X, b0, count);
         for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
           std::fill(tile.data(), tile.data() + count * kTile, T(0));
-          for (int64_t a0 = 0; a0 < sorted.n_in; a0 += kPieceInputs) {
+          if (W != nullptr)
+            for_each_interval(sorted, [&](int64_t i, int64_t s, const int32_t* samples, const T* values, const T*,
+                                          int32_t j0, int32_t j1) {
+              interval_forward<T, K, decltype(vectors)::value>(W + (i * shape.padded_rows + s) * n_out + t0, n_out,
+                                                               samples, values, j0, j1, width, tile.data());
+            });
+          for (int64_t a0 = 0; W == nullptr && a0 < sorted.n_in; a0 += kPieceInputs) {
             const int64_t inputs = std::min(kPieceInputs, sorted.n_in - a0);
-            tile_spline_rows(edges, shape, K, i0 + a0, inputs, t0, width, pieces.data());
+            tile_spline_rows(*edges, shape, K, i0 + a0, inputs, t0, width, pieces.data());
             for_each_interval(sorted, [&](int64_t i, int64_t s, const int32_t* samples, const T* values, const T*,
                                           int32_t j0, int32_t j1) {
               const T* w = pieces.data() + ((i - i0 - a0) * piece_rows + s) * kTile;
@@ -2188,7 +2179,8 @@ at::Tensor fine_layer_forward(const at::Tensor& x, const at::Tensor& knots, cons
                                nullptr, nullptr};
     with_degree(k, [&](auto degree) {
       constexpr int K = decltype(degree)::value;
-      if constexpr (K > 0) fine_product<T, K>(intervals_, knots, x.const_data_ptr<T>(), edges, shape, result.data_ptr<T>());
+      if constexpr (K > 0)
+        fine_product<T, K>(intervals_, knots, x.const_data_ptr<T>(), nullptr, &edges, shape, result.data_ptr<T>());
     });
   });
   return result;
