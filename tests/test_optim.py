@@ -82,6 +82,29 @@ def test_it_minimises_and_resumes_from_its_state_dict():
     assert torch.equal(torch.cat([p.detach().reshape(-1) for p in parameters]), straight)
 
 
+def test_tolerance_ys_keeps_the_curvature_pairs_of_a_small_loss():
+    """torch drops pairs with y's <= 1e-10; on a loss scaled down by 1e-12 that is every pair,
+    and the iterates are steepest descent. ``tolerance_ys=1e-32`` (fit's) keeps them."""
+    runs = {}
+    for tolerance_ys in (1e-10, 1e-32):
+        parameters, loss_of = _problem()
+        optimizer = LBFGS(parameters, history_size=10, line_search_fn="strong_wolfe",
+                          tolerance_grad=1e-32, tolerance_change=1e-32, tolerance_ys=tolerance_ys)
+
+        def closure():
+            optimizer.zero_grad()
+            loss = loss_of(parameters) * 1e-12
+            loss.backward()
+            return loss
+
+        for _ in range(5):
+            optimizer.step(closure)
+        runs[tolerance_ys] = (float(loss_of(parameters)), len(optimizer.state[parameters[0]]["old_dirs"]))
+    assert runs[1e-10][1] == 0
+    assert runs[1e-32][1] == 10
+    assert runs[1e-32][0] < 0.5 * runs[1e-10][0]
+
+
 def test_bad_arguments_are_named():
     parameters, _ = _problem()
     with pytest.raises(ValueError, match="line_search_fn"):
@@ -90,3 +113,5 @@ def test_bad_arguments_are_named():
         LBFGS(parameters, lr=0.0)
     with pytest.raises(ValueError, match="history_size"):
         LBFGS(parameters, history_size=0)
+    with pytest.raises(ValueError, match="tolerance_ys"):
+        LBFGS(parameters, tolerance_ys=-1.0)

@@ -210,7 +210,8 @@ def fit(
     ``test_label``), an ``(X, y)`` pair of tensors or arrays, or a ``DataLoader`` of
     ``(x, y)`` batches (then ``test=(X, y)`` gives a test set). ``opt`` is ``"LBFGS"``
     (``kanlab.optim.LBFGS``: torch's algorithm, strong-Wolfe line search, up to 20
-    iterations a step) or ``"Adam"``. ``batch``
+    iterations a step, 10 curvature pairs, and pykan's tolerances of 1e-32: no early stop, and
+    the small curvature pairs of a small loss kept) or ``"Adam"``. ``batch``
     is the mini-batch size (-1: the whole set). ``lamb*`` weight the regulariser (module
     docstring). With ``update_grid``, the grid is adapted to the current batch every
     ``stop_grid_update_step // grid_update_num`` steps while ``start_grid_update_step <= step
@@ -267,6 +268,7 @@ def fit(
             line_search_fn="strong_wolfe",
             tolerance_grad=1e-32,
             tolerance_change=1e-32,
+            tolerance_ys=1e-32,
         )
     else:
         optimizer = torch.optim.Adam(parameters, lr=lr)

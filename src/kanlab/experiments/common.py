@@ -148,7 +148,8 @@ def minimize(parameters: list[torch.Tensor], objective: Callable[[], torch.Tenso
     """``steps`` optimizer steps on a scalar ``objective()``, for the losses that are not
     (input, label) pairs (PINN residuals, phases of a continual run) and for MLP baselines.
 
-    ``opt`` is "LBFGS" (history 10, strong Wolfe, as ``fit``) or "Adam". ``normalise``
+    ``opt`` is "LBFGS" (history 10, strong Wolfe, curvature pairs kept down to y's = 1e-32,
+    as ``fit``) or "Adam". ``normalise``
     divides the objective by its first value, as ``fit`` does for LBFGS; ``tolerance``
     replaces both of LBFGS's stopping tolerances (1e-32: never stop early);
     ``after_step(step)`` runs after each step.
@@ -159,7 +160,8 @@ def minimize(parameters: list[torch.Tensor], objective: Callable[[], torch.Tenso
         optimizer = torch.optim.Adam(parameters, lr=lr)
     else:
         tolerances = {} if tolerance is None else {"tolerance_grad": tolerance, "tolerance_change": tolerance}
-        optimizer = LBFGS(parameters, lr=lr, history_size=10, line_search_fn="strong_wolfe", **tolerances)
+        optimizer = LBFGS(parameters, lr=lr, history_size=10, line_search_fn="strong_wolfe", tolerance_ys=1e-32,
+                          **tolerances)
     scale = 1.0
     if normalise:
         with torch.no_grad():
