@@ -8,7 +8,13 @@ initial model, copied into its layout, so both run the same steps from the same 
 times and test RMSEs are medians over the seeds, with every seed's RMSEs at every grid listed. kanlab
 runs with its compiled kernel (``kanlab.native``; ``--no-compiled``: without), and its
 pure-torch path's total is reported beside it.
-Writes its section of RESULTS.md.
+
+``--screen N`` first trains the first grid alone on seeds 0..N-1 with both libraries from
+the same start (pykan twice, since its runs of the same seed differ), lists every run's RMSE,
+and then sweeps the seeds where every run ended the first grid with train RMSE below
+``--fold-rmse``: a start that stays in a local minimum there (the [2, 1, 1] sweep's fold)
+says nothing about grid extension, and the screen shows whether both libraries stay on the
+same seeds. Writes its section of RESULTS.md.
 
     .venv/bin/python benchmarks/bench_pipeline.py --pykan-python .venv-pykan/bin/python
 """
@@ -70,6 +76,44 @@ def run_pykan(python, data_path, width, grids, steps, seed):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def listed(seeds: list[int]) -> str:
+    return ", ".join(map(str, seeds)) or "none"
+
+
+def screen(args, prepare, folder, width, grid, compiled) -> tuple[list[int], str]:
+    """The first grid alone on seeds 0..args.screen-1, kanlab once and pykan twice from the same
+    start; returns the seeds where every run's train RMSE is below ``args.fold_rmse``, and
+    the screen's text for RESULTS.md."""
+    rows, kept, stayed = [], [], {"kanlab": [], "pykan": []}
+    spreads = []
+    for seed in range(args.screen):
+        data, data_path = prepare(seed, folder)
+        with kanlab.native.use(compiled):
+            ours = run_kanlab(data, width, [grid], args.steps, seed)[0]
+        theirs = [run_pykan(args.pykan_python, data_path, width, [grid], args.steps, seed)["stages"][0] for _ in range(2)]
+        if ours[2] >= args.fold_rmse:
+            stayed["kanlab"].append(seed)
+        if any(run[2] >= args.fold_rmse for run in theirs):
+            stayed["pykan"].append(seed)
+        if all(run[2] < args.fold_rmse for run in [ours, *theirs]):
+            kept.append(seed)
+        spread = abs(theirs[0][3] - theirs[1][3]) / min(theirs[0][3], theirs[1][3])
+        spreads.append(spread)
+        rows.append([str(seed), f"{ours[2]:.3e} / {ours[3]:.3e}"]
+                    + [f"{run[2]:.3e} / {run[3]:.3e}" for run in theirs] + [f"{100 * spread:.1f}%"])
+    header = ["seed", "kanlab train / test", "pykan run 1 train / test", "pykan run 2 train / test",
+              "pykan's two test RMSEs differ by"]
+    text = (
+        f"\nScreen (`--screen {args.screen}`): G = {grid} alone, {args.steps} LBFGS steps, from each seed's "
+        f"same start; a run with train RMSE >= {args.fold_rmse:g} stayed in the local minimum. "
+        f"Stayed: kanlab on seeds {listed(stayed['kanlab'])}, pykan on seeds {listed(stayed['pykan'])}; "
+        f"swept above: seeds {listed(kept)}. Two pykan runs of the same seed, data and start do not "
+        f"end equal: their test RMSEs differ by up to {100 * max(spreads):.1f}% here.\n\n"
+        + markdown_table(header, rows) + "\n"
+    )
+    return kept, text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pykan-python", help="python of an environment with pykan==0.2.8")
@@ -78,7 +122,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--seeds", default="0,1,2", help="data and initialisation seeds, comma separated")
     parser.add_argument("--no-compiled", action="store_true", help="kanlab without its compiled kernel")
+    parser.add_argument("--screen", type=int, default=0,
+                        help="train the first grid on seeds 0..N-1 first and sweep the seeds that leave it (replaces --seeds)")
+    parser.add_argument("--fold-rmse", type=float, default=0.1,
+                        help="with --screen: train RMSE at or above which a run stayed in a local minimum")
     args = parser.parse_args()
+    if args.screen and not args.pykan_python:
+        parser.error("--screen compares both libraries: it needs --pykan-python")
     if args.pykan_python:  # pykan runs in a scratch folder: a relative path must not depend on it
         args.pykan_python = str(pathlib.Path(args.pykan_python).absolute())
     compiled = not args.no_compiled and kanlab.native.load()
@@ -88,12 +138,23 @@ def main() -> None:
     seeds = [int(v) for v in args.seeds.split(",")]
     function, n_var = kanlab.paper_function("exp_sin")
 
+    def prepare(seed, folder):
+        """The seed's data, and its file for pykan with kanlab's initial model in pykan's layout."""
+        data = kanlab.create_dataset(function, n_var=n_var, train_num=1000, test_num=1000, seed=seed, dtype=torch.float64)
+        data_path = pathlib.Path(folder) / f"data{seed}.pt"
+        torch.save({**data, "initial": pykan_layout(initial_model(width, grids[0], seed))}, data_path)
+        return data, data_path
+
     ours, theirs, imports, plain = [], [], [], []
+    screen_text = ""
     with tempfile.TemporaryDirectory() as folder:
+        if args.screen:
+            seeds, screen_text = screen(args, prepare, folder, width, grids[0], compiled)
+            if not seeds:
+                print(screen_text)
+                raise SystemExit("no screened seed left the first grid's local minimum in every run")
         for seed in seeds:
-            data = kanlab.create_dataset(function, n_var=n_var, train_num=1000, test_num=1000, seed=seed, dtype=torch.float64)
-            data_path = pathlib.Path(folder) / f"data{seed}.pt"
-            torch.save({**data, "initial": pykan_layout(initial_model(width, grids[0], seed))}, data_path)
+            data, data_path = prepare(seed, folder)
             with kanlab.native.use(compiled):
                 ours.append(run_kanlab(data, width, grids, args.steps, seed))
             if compiled:
@@ -118,9 +179,11 @@ def main() -> None:
                 f"{median_of(theirs, index, 1):.2f}",
                 f"{median_of(theirs, index, 3):.2e}",
                 f"{median_of(theirs, index, 1) / median_of(ours, index, 1):.1f}x",
+                f"{median_of(ours, index, 3) / median_of(theirs, index, 3):.2f}",
             ]
         rows.append(row)
-    header = ["grid", "kanlab s", "kanlab test RMSE"] + (["pykan s", "pykan test RMSE", "speed-up"] if theirs else [])
+    header = ["grid", "kanlab s", "kanlab test RMSE"] + (
+        ["pykan s", "pykan test RMSE", "speed-up", "test RMSE kanlab / pykan"] if theirs else [])
     finals = "final test RMSE per seed " + ", ".join(
         f"{seed}: kanlab {o[-1][3]:.1e}" + (f" / pykan {t[-1][3]:.1e}" if theirs else "")
         for seed, o, t in zip(seeds, ours, theirs or ours)
@@ -151,12 +214,12 @@ def main() -> None:
                     f"{total(plain):.1f} s in the same run"
                     + (f" ({total(theirs) / total(plain):.1f}x faster than pykan)" if theirs else "")
                     + ", final test RMSE per seed " + ", ".join(f"{run[-1][3]:.1e}" for run in plain))
-    command = "`.venv/bin/python benchmarks/bench_pipeline.py --pykan-python .venv-pykan/bin/python`"
+    command = "`" + " ".join([".venv/bin/python", "benchmarks/bench_pipeline.py", *sys.argv[1:]]) + "`"
     text = (
         f"## Demo pipeline: KAN{width} on exp(sin(pi x) + y^2), {args.steps} LBFGS steps per grid\n\n"
-        f"{command}: float64, 1000 train / 1000 test points, medians over seeds {args.seeds} "
+        f"{command}: float64, 1000 train / 1000 test points, medians over seeds {','.join(map(str, seeds))} "
         f"(interleaved; torch {torch.__version__}, {torch.get_num_threads()} threads).\n\n"
-        + markdown_table(header, rows) + f"\n\n{summary}\n\n{finals}\n"
+        + markdown_table(header, rows) + f"\n\n{summary}\n\n{finals}\n" + screen_text
     )
     print(text)
     write_section(f"pipeline-{'-'.join(map(str, width))}", text)
