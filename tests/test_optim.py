@@ -105,6 +105,23 @@ def test_tolerance_ys_keeps_the_curvature_pairs_of_a_small_loss():
     assert runs[1e-32][0] < 0.5 * runs[1e-10][0]
 
 
+def test_a_state_saved_without_tolerance_ys_loads_with_torchs():
+    parameters, loss_of = _problem()
+    saved = LBFGS(parameters, tolerance_ys=1e-32).state_dict()
+    del saved["param_groups"][0]["tolerance_ys"]  # as written before the argument existed
+    optimizer = LBFGS(parameters, tolerance_ys=1e-32)
+    optimizer.load_state_dict(saved)
+    assert optimizer.param_groups[0]["tolerance_ys"] == 1e-10
+
+    def closure():
+        optimizer.zero_grad()
+        loss = loss_of(parameters)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+
+
 def test_bad_arguments_are_named():
     parameters, _ = _problem()
     with pytest.raises(ValueError, match="line_search_fn"):

@@ -99,6 +99,12 @@ class LBFGS(torch.optim.Optimizer):
             raise ValueError("LBFGS takes dense real parameters")
         self._sizes = [p.numel() for p in self._params]
 
+    def __setstate__(self, state: dict) -> None:
+        """Also on ``load_state_dict``: a state saved before ``tolerance_ys`` existed had torch's."""
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("tolerance_ys", 1e-10)
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the parameters' gradients (a plain loop: this runs once per function evaluation)."""
         for p in self._params:
