@@ -384,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=50, help="LBFGS steps per stage (default 50)")
     demo.add_argument("--grid", type=int, default=5, help="initial grid intervals (default 5)")
     demo.add_argument("--refine", type=int, default=10, help="grid after refinement (default 10)")
-    demo.add_argument("--lamb", type=float, default=1e-3, help="sparsification strength (default 1e-3)")
+    demo.add_argument("--lamb", type=float, default=3e-3, help="sparsification strength (default 3e-3)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     demo.add_argument("-o", "--output", default=".", help="directory for kan.png and model.kan (default .)")

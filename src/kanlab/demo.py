@@ -36,7 +36,7 @@ def run_demo(
     steps: int = 50,
     grid: int = 5,
     refine_to: int = 10,
-    lamb: float = 1e-3,
+    lamb: float = 3e-3,
     seed: int = 0,
     dtype: torch.dtype = torch.float64,
     lib: Sequence[str] = HELLOKAN_LIBRARY,
