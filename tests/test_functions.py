@@ -8,7 +8,7 @@ import pytest
 import sympy
 import torch
 
-from kanlab.functions import HELLOKAN_LIBRARY, Library, SymbolicFunction, default_library, fit_affine
+from kanlab.functions import HELLOKAN_LIBRARY, Library, SymbolicFunction, _step_breakpoints, default_library, fit_affine
 from kanlab.symbolic import symbolic_score
 
 REQUIRED = [
@@ -62,14 +62,7 @@ def test_guarded_forms_are_finite_with_finite_gradients_everywhere(dtype):
         assert torch.isfinite(gradient).all(), (entry.name, gradient)
 
 
-# sgn: the grid search and its zooms rank a step's breakpoint by R^2, which is flat between
-# samples, and can end one sample off (R^2 0.992 on one CPU here, with a steep arcsin or tanh
-# ranked first); an exact breakpoint search for step functions is still to be written.
-_STEP_MISSED = pytest.mark.xfail(reason="the search can miss a step's breakpoint by a sample", strict=False)
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_STEP_MISSED) if n == "sgn" else n
-                                  for n in REQUIRED if n != "0"])
+@pytest.mark.parametrize("name", [n for n in REQUIRED if n != "0"])
 def test_each_function_is_recovered_as_top_choice(name):
     library = default_library()
     generator = torch.Generator().manual_seed(sum(map(ord, name)))
@@ -91,6 +84,57 @@ def test_each_function_is_recovered_as_top_choice(name):
     a_, b_, c_, d_ = fit.params(0, fit.names.index(best))
     predicted = c_ * library[best].torch(a_ * x + b_) + d_
     assert torch.sqrt(torch.mean((predicted - y) ** 2)) < 0.03 * y.std()
+
+
+def test_step_breakpoints_are_the_best_split_by_brute_force():
+    """Every split of the sorted samples fitted by numpy least squares (two levels): the search
+    picks the one with the least error, its R^2 and a breakpoint between the split's samples."""
+    generator = torch.Generator().manual_seed(3)
+    x = torch.rand(4, 60, generator=generator, dtype=torch.float64) * 4 - 2
+    x[3, 20:40] = x[3, 5]  # ties: no split may fall between equal inputs
+    y = torch.where(x > 0.3, 1.5, -0.5) + 0.4 * torch.randn(4, 60, generator=generator, dtype=torch.float64)
+    y[1] = torch.sin(3 * x[1])  # not a step at all: still the best two-level split
+    jump, r2 = _step_breakpoints(x, y)
+    for e in range(4):
+        xs, ys = np.sort(x[e].numpy()), y[e].numpy()[np.argsort(x[e].numpy())]
+        total = np.sum((ys - ys.mean()) ** 2)
+        errors = []
+        for j in range(1, 60):
+            if xs[j] == xs[j - 1]:
+                continue
+            design = np.stack([np.r_[np.zeros(j), np.ones(60 - j)], np.ones(60)], axis=1)
+            _, residual, *_ = np.linalg.lstsq(design, ys, rcond=None)
+            errors.append((float(residual[0]), j))
+        error, j = min(errors)
+        assert xs[j - 1] < float(jump[e]) < xs[j]
+        assert float(r2[e]) == pytest.approx(1 - error / total, rel=1e-10)
+    constant = _step_breakpoints(torch.zeros(1, 5, dtype=torch.float64), torch.arange(5.0, dtype=torch.float64).view(1, 5))
+    assert float(constant[1][0]) == 0.0
+
+
+def test_a_step_edge_snaps_to_sgn_with_its_breakpoint_between_the_right_samples():
+    """A jump between two neighbouring samples: sgn's fit is exact (R^2 1), where a grid search
+    over the breakpoint could land a sample off."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(1000, generator=generator, dtype=torch.float64) * 2 - 1
+    y = 0.7 * torch.sign(x - 0.123456) + 0.2
+    library = default_library()
+    fit = fit_affine(x, y, library)
+    sgn = fit.names.index("sgn")
+    assert float(fit.r2[0, sgn]) == pytest.approx(1.0, abs=1e-12)
+    a, b, c, d = fit.params(0, sgn)
+    predicted = c * torch.sign(a * x + b) + d
+    torch.testing.assert_close(predicted, y, rtol=0, atol=1e-12)
+    assert fit.names[int(symbolic_score(fit.r2[0], torch.tensor([f.complexity for f in library],
+                                                                dtype=torch.float64), 0.8).argmin())] == "sgn"
+    # a user's step with other levels (0 and 1), registered as one
+    x_sym = sympy.Symbol("x", real=True)
+    steps = Library()
+    steps.register("heaviside", sympy.Heaviside(x_sym), 3, step=True, torch_fn=lambda z: (torch.sign(z) + 1) / 2)
+    fit = fit_affine(x, y, steps)
+    a, b, c, d = fit.params(0, 0)
+    assert float(fit.r2[0, 0]) == pytest.approx(1.0, abs=1e-12)
+    torch.testing.assert_close(c * (torch.sign(a * x + b) + 1) / 2 + d, y, rtol=0, atol=1e-12)
 
 
 def test_canonical_folds_an_exponential_shift_into_its_scale():

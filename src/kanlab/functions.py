@@ -74,6 +74,9 @@ class SymbolicFunction:
     (``f(z + period) = period_sign * f(z)``) let a fit be written in a canonical form (a > 0,
     b in the smallest range); ``exponential`` (``f(z + b) = e^b f(z)``) folds the shift into
     the scale (b = 0), which keeps ``c e^b`` from splitting into a huge and a tiny factor.
+    ``step`` marks a function constant on z < 0 and on z > 0 (a jump at 0, as sgn): its
+    breakpoint is found exactly, by one pass over each edge's sorted samples, instead of by
+    the grid search, whose R^2 is flat between samples.
     ``torch_fn`` / ``numpy_fn`` override the lambdified forms for functions that sympy cannot
     translate (for example a Bessel function).
     """
@@ -86,6 +89,7 @@ class SymbolicFunction:
     period: float | None = None
     period_sign: int = 1
     exponential: bool = False
+    step: bool = False
     torch_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
     numpy_fn: Callable | None = None
     _cache: dict = field(default_factory=dict, repr=False)
@@ -230,7 +234,7 @@ def _builtin_entries() -> list[SymbolicFunction]:
         SymbolicFunction("cos", call("cos"), 2, parity="even", period=pi, period_sign=-1),
         SymbolicFunction("tan", call("tan"), 3, domain="tan", parity="odd", period=pi),
         SymbolicFunction("tanh", call("tanh"), 3, parity="odd"),
-        SymbolicFunction("sgn", call("sign"), 3, parity="odd"),
+        SymbolicFunction("sgn", call("sign"), 3, parity="odd", step=True),
         SymbolicFunction("arcsin", call("asin"), 4, domain="open_unit", parity="odd"),
         SymbolicFunction("arccos", call("acos"), 4, domain="open_unit"),
         SymbolicFunction("arctan", call("atan"), 4, parity="odd"),
@@ -422,6 +426,32 @@ def _polish(functions, x, y, a, b, c, d, r2, y_ss, steps: int):
     return a, b, c, d, r2
 
 
+def _step_breakpoints(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact best breakpoint of ``c f(x - t) + d`` for a step ``f`` (constant on each side
+    of 0), per edge: ``x``, ``y`` ``(E, N)`` -> breakpoint ``t`` and its R^2, both ``(E,)``.
+
+    Splitting the sorted samples after the j-th leaves two groups whose means are the best
+    levels; with centred y (left sum P_j) the explained sum of squares is P_j^2 N / (j (N - j)),
+    so every split is scored at once from a cumulative sum. ``t`` is the midpoint between the
+    two samples of the best split (splits only between distinct inputs; R^2 0 when there are
+    none).
+    """
+    order = x.argsort(dim=1)
+    xs, ys = x.gather(1, order), y.gather(1, order)
+    n = x.shape[1]
+    centred = ys - ys.mean(1, keepdim=True)
+    left_sum = centred.cumsum(1)[:, :-1]  # (E, N - 1): j = 1 .. N - 1 samples on the left
+    left_count = torch.arange(1, n, dtype=x.dtype, device=x.device)
+    explained = left_sum.square() * n / (left_count * (n - left_count))
+    distinct = xs[:, 1:] > xs[:, :-1]
+    explained = torch.where(distinct, explained, torch.full_like(explained, -1.0))
+    best = explained.argmax(1, keepdim=True)
+    jump = ((xs.gather(1, best) + xs.gather(1, best + 1)) / 2)[:, 0]
+    total = centred.square().sum(1)
+    r2 = (explained.gather(1, best)[:, 0] / total.clamp(min=torch.finfo(x.dtype).tiny)).clamp(0.0, 1.0)
+    return jump, torch.where(distinct.any(1), r2, torch.zeros_like(r2))
+
+
 #: Zoomed search: 9 x 9 points spanning +-1.5 cells of the previous level around its best point.
 _ZOOM = torch.linspace(-1.5, 1.5, 9, dtype=torch.float64)
 _ZOOM_STEP = 3.0 / 8
@@ -498,6 +528,10 @@ def fit_affine(
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations!r}")
     for f_index, function in enumerate(functions):
+        if function.step:  # a = 1, b = -t in the search coordinates, at every sample
+            jump, step_r2 = _step_breakpoints((x_original - centre) / half, y)
+            best[:, f_index, 0], best[:, f_index, 1], best[:, f_index, 2] = 1.0, -jump, step_r2
+            continue
         # coarse search, shared candidates for every edge; keep the best few local maxima so
         # that a broad but wrong basin cannot hide a narrow exact one
         values = function.torch(candidates_a.view(1, -1, 1) * x_coarse.unsqueeze(1) + candidates_b.view(1, -1, 1))
