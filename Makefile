@@ -24,7 +24,7 @@ bench: $(STAMP)
 	.venv-pykan/bin/pip install --quiet --disable-pip-version-check -r benchmarks/requirements-pykan.lock
 	$(PY) benchmarks/bench_layer.py --pykan-python .venv-pykan/bin/python
 	$(PY) benchmarks/bench_pipeline.py --pykan-python .venv-pykan/bin/python
-	$(PY) benchmarks/bench_pipeline.py --pykan-python .venv-pykan/bin/python --width 2,1,1 --grids 3,5,10,20,50,100,200 --steps 200 --screen 8
+	$(PY) benchmarks/bench_pipeline.py --pykan-python .venv-pykan/bin/python --width 2,1,1 --grids 3,5,10,20,50,100,200 --steps 200 --screen 16
 	$(PY) benchmarks/bench_workflow.py --pykan-python .venv-pykan/bin/python
 	$(PY) benchmarks/bench_sklearn.py
 	$(PY) benchmarks/bench_ddp.py

@@ -28,12 +28,14 @@ from sklearn.preprocessing import StandardScaler
 sys.path.insert(0, str(Path(__file__).parent))
 from common import markdown_table, write_section  # noqa: E402
 
+from kanlab.experiments.common import minimize  # noqa: E402
 from kanlab.sklearn import KANRegressor  # noqa: E402
 
 
 class TorchMLP(RegressorMixin, BaseEstimator):
-    """A tanh MLP trained like the KAN: full-batch LBFGS (strong Wolfe), ``steps`` steps,
-    standardised targets, float64."""
+    """A tanh MLP trained like the KAN: full-batch LBFGS (strong Wolfe, history 10) with ``fit``'s
+    settings (objective divided by its first value, tolerances 1e-32, so it never stops early
+    and keeps small curvature pairs), ``steps`` steps, standardised targets, float64."""
 
     def __init__(self, hidden=(16,), steps=100, weight_decay=0.0, random_state=0):
         self.hidden = hidden
@@ -51,18 +53,15 @@ class TorchMLP(RegressorMixin, BaseEstimator):
         self.mean_, self.std_ = y.mean(), y.std() or 1.0
         X = torch.as_tensor(X, dtype=torch.float64)
         Y = torch.as_tensor((y - self.mean_) / self.std_, dtype=torch.float64).unsqueeze(1)
-        optimizer = torch.optim.LBFGS(self.net_.parameters(), lr=1.0, history_size=10, line_search_fn="strong_wolfe")
+        parameters = list(self.net_.parameters())
 
-        def closure():
-            optimizer.zero_grad()
+        def objective():
             loss = torch.mean((self.net_(X) - Y) ** 2)
             if self.weight_decay:
-                loss = loss + self.weight_decay * sum((p**2).sum() for p in self.net_.parameters())
-            loss.backward()
+                loss = loss + self.weight_decay * sum((p**2).sum() for p in parameters)
             return loss
 
-        for _ in range(self.steps):
-            optimizer.step(closure)
+        minimize(parameters, objective, self.steps, normalise=True, tolerance=1e-32)
         return self
 
     def predict(self, X):
