@@ -218,7 +218,6 @@ def main() -> None:
             f"below pykan's in {sum(ratio <= 1 for ratio in ratios)} of {len(ratios)} (seed, grid) runs, "
             f"within 5% of it or below in {sum(ratio <= 1.05 for ratio in ratios)}.\n\n" + summary
         )
-    if theirs:
         summary += (
             f", pykan {total(theirs):.1f} s (+ {statistics.median(imports):.1f} s import): "
             f"kanlab {total(theirs) / total(ours):.1f}x faster"

@@ -478,7 +478,8 @@ def fit_affine(
     by a grid search over ``a_range`` x ``b_range`` (``grid_number`` points each, in
     coordinates where each edge's inputs span [-1, 1]), then zoomed ``iterations`` times
     around each of the ``starts`` best local maxima; for each (a, b), (c, d) are the
-    least-squares solution, so the search ranks by R^2 alone. Finally ``polish``
+    least-squares solution, so the search ranks by R^2 alone (a ``step`` function's
+    breakpoint is found exactly instead, see ``_step_breakpoints``). Finally ``polish``
     Levenberg-Marquardt steps refine (a, b, c, d) together. Computed in float64. Degenerate data (a
     constant edge, a constant input, a function undefined on the data) gives a low R^2 or a
     ``reason``, never an error.
