@@ -197,3 +197,29 @@ def test_nan_input_stays_nan_without_a_residual():
     layer = _layer(base_fun="zero")
     out = layer(torch.tensor([[float("nan"), 0.1, 0.2], [0.1, 0.2, 0.3]], dtype=torch.float64))
     assert torch.isnan(out[0]).all() and torch.isfinite(out[1]).all()
+
+
+def test_a_layer_of_symbolic_edges_only_skips_the_spline_branch():
+    """Every edge symbolic: the output is the sum of c f(a x + b) + d (the masked spline branch
+    adds nothing and is not computed), its gradients reach the affine parameters and not the
+    spline's, and its regulariser norms (spline branch) are zero."""
+    from kanlab.functions import default_library
+
+    library = default_library()
+    layer = KANLinear(2, 2, grid=5, dtype=torch.float64)
+    choices = {(0, 0): ("sin", (2.0, 0.5, 1.5, 0.1)), (0, 1): ("x^2", (1.0, -0.2, 0.7, 0.0)),
+               (1, 0): ("exp", (0.5, 0.0, 1.0, -1.0)), (1, 1): ("tanh", (3.0, 0.1, -2.0, 0.3))}
+    for (j, i), (name, params) in choices.items():
+        layer.set_symbolic(j, i, library[name], params)
+    x = torch.rand(40, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
+    out, norms = layer.forward_with_edge_norms(x)
+    out.square().sum().backward()
+    affine = layer.symbolic_affine.detach().clone().requires_grad_(True)
+    expected = torch.zeros(40, 2, dtype=torch.float64)
+    for (j, i), (name, _) in choices.items():
+        a, b, c, d = affine[j, i]
+        expected[:, j] = expected[:, j] + c * library[name].torch(a * x[:, i] + b) + d
+    expected.square().sum().backward()
+    torch.testing.assert_close(out.detach(), expected.detach(), rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(layer.symbolic_affine.grad, affine.grad, rtol=1e-12, atol=1e-12)
+    assert layer.coef.grad is None and torch.equal(norms, torch.zeros(2, 2, dtype=torch.float64))

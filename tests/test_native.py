@@ -7,6 +7,7 @@ import torch
 
 from conftest import random_knots
 from kanlab import KAN, KANLinear, native, splines
+from kanlab import fused as kanlab_fused
 from kanlab import layer as layer_module
 from kanlab.layer import _FeatureWeight, _KANLayer, _LocalProduct
 
@@ -453,8 +454,155 @@ def test_local_product_is_taken_where_it_pays():
     assert pays(64, 64, 53, edge_norms=True) and pays(256, 256, 103, edge_norms=True)
     model = KAN([2, 3, 1], grid=5, seed=0, dtype=torch.float64)
     names = _graph_names(model(torch.zeros(4, 2, dtype=torch.float64, requires_grad=True)))
-    assert names == {"_KANLayerBackward", "AccumulateGrad", "ViewBackward0"}  # one node per layer
+    assert names == {"_FusedNetworkBackward", "AccumulateGrad"}  # one node for the network
+    assert "_KANLayerBackward" in _graph_names(model.layers[0](torch.zeros(4, 2, dtype=torch.float64)))
     names = _graph_names(KANLinear(256, 256, grid=5)(torch.zeros(4, 256)))  # a wide layer, a small batch
     assert "_KANLayerBackward" not in names and "_FeatureWeightBackward" in names
     with native.disabled():
         assert "_KANLayerBackward" not in _graph_names(model(torch.zeros(4, 2, dtype=torch.float64)))
+
+
+def _network_results(model, x, grad, grad_norms, edge_norms):
+    """Output (and edge norms), and the gradients of x and every layer's parameters, for
+    (output * grad).sum() (+ (norms * grad_norms).sum())."""
+    model.zero_grad()
+    x = x.clone().requires_grad_(True)
+    if edge_norms:
+        out, norms = model.forward_with_edge_norms(x)
+        total = (out * grad).sum() + sum((n * g).sum() for n, g in zip(norms, grad_norms))
+    else:
+        out, norms = model(x), []
+        total = (out * grad).sum()
+    total.backward()
+    parameters = [p for layer in model.layers for p in (layer.coef, layer.scale_sp, layer.scale_base)]
+    grads = [p.grad if p.grad is not None else torch.zeros(()) for p in parameters]
+    return [out.detach(), *(n.detach() for n in norms), x.grad, *grads], _graph_names(out)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("edge_norms", [False, True])
+@pytest.mark.parametrize("base_fun", ["silu", "zero"])
+@pytest.mark.parametrize("kind", ["uniform", "adapted"])
+def test_fused_network_equals_its_layers_to_the_bit(dtype, edge_norms, base_fun, kind, monkeypatch):
+    """The whole network as one node: outputs, edge norms and every gradient are the per-layer
+    path's to the last bit (the same kernel calls on the same arguments), with a pruned edge,
+    a frozen scale and inputs outside the grid."""
+    generator = torch.Generator().manual_seed(4)
+    model = KAN([3, 4, 2, 1], grid=7, k=3, base_fun=base_fun, seed=0, dtype=dtype, sb_trainable=False)
+    x = (torch.randn(150, 3, generator=generator, dtype=torch.float64) * 0.8).to(dtype)
+    x[0, 0] = 9.0
+    if kind == "adapted":
+        model.update_grid(x)
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.coef.normal_(generator=generator)
+        model.layers[1].mask[1, 2] = 0.0
+    grad = torch.randn(150, 1, generator=generator, dtype=torch.float64).to(dtype)
+    grad_norms = [torch.randn(layer.out_features, layer.in_features, generator=generator, dtype=torch.float64).to(dtype)
+                  for layer in model.layers]
+    fused, names = _network_results(model, x, grad, grad_norms, edge_norms)
+    assert "_FusedNetworkBackward" in names and "_KANLayerBackward" not in names
+    monkeypatch.setattr(model, "_fuses", lambda x, edge_norms: False)
+    layered, names = _network_results(model, x, grad, grad_norms, edge_norms)
+    assert "_FusedNetworkBackward" not in names and "_KANLayerBackward" in names
+    assert len(fused) == len(layered)
+    for ours, theirs in zip(fused, layered):
+        assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("edge_norms", [False, True])
+def test_fused_network_gives_second_derivatives(edge_norms):
+    """A PINN's loss on d output / d x, differentiated again for the parameters (a backward that
+    builds a graph): the fused network recomputes itself in torch operations, and agrees with
+    the pure-torch path."""
+    generator = torch.Generator().manual_seed(5)
+    model = KAN([2, 3, 1], grid=6, seed=1, dtype=torch.float64)
+    x = torch.rand(60, 2, generator=generator, dtype=torch.float64) * 2 - 1
+    model.update_grid(x)
+    results = []
+    for use_kernel in (True, False):
+        with native.use(use_kernel):
+            model.zero_grad()
+            inputs = x.clone().requires_grad_(True)
+            out, norms = model.forward_with_edge_norms(inputs) if edge_norms else (model(inputs), [])
+            assert ("_FusedNetworkBackward" in _graph_names(out)) == use_kernel
+            (slope,) = torch.autograd.grad(out.sum() + sum(n.sum() for n in norms), inputs, create_graph=True)
+            (slope**2).sum().backward()
+            results.append([slope.detach()] + [layer.coef.grad.clone() for layer in model.layers])
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
+def test_fused_network_gradcheck():
+    """The fused network's first-order gradients (x and every parameter) against finite differences."""
+    from kanlab.fused import _FusedNetwork
+
+    generator = torch.Generator().manual_seed(6)
+    model = KAN([2, 3, 2], grid=4, seed=2, dtype=torch.float64)
+    x = (torch.rand(25, 2, generator=generator, dtype=torch.float64) * 2.2 - 1.1).requires_grad_(True)
+    plans = tuple(layer.plan for layer in model.layers)
+    masks = tuple(layer.mask for layer in model.layers)
+    parameters = [p.detach().clone().requires_grad_(True) for layer in model.layers
+                  for p in (layer.coef, layer.scale_sp, layer.scale_base)]
+    for edge_norms in (False, True):
+        assert torch.autograd.gradcheck(lambda x, *p: _FusedNetwork.apply(x, plans, masks, edge_norms, *p),
+                                        (x, *parameters))
+
+
+def test_fused_network_only_where_every_layer_fuses():
+    """Multiplication nodes, a symbolic edge, a layer hook or a residual other than silu keep
+    the per-layer path (and the hook runs)."""
+    x = torch.rand(8, 2, dtype=torch.float64)
+    plain = KAN([2, 3, 1], seed=0, dtype=torch.float64)
+    assert "_FusedNetworkBackward" in _graph_names(plain(x))
+    assert "_FusedNetworkBackward" not in _graph_names(KAN([2, [2, 1], 1], seed=0, dtype=torch.float64)(x))
+    assert "_FusedNetworkBackward" not in _graph_names(KAN([2, 3, 1], base_fun="tanh", seed=0, dtype=torch.float64)(x))
+    symbolic = KAN([2, 3, 1], seed=0, dtype=torch.float64)
+    symbolic.fix_symbolic(0, 0, 0, "sin", fit_params=False)
+    assert "_FusedNetworkBackward" not in _graph_names(symbolic(x))
+    calls = []
+    plain.layers[1].register_forward_hook(lambda module, inputs, output: calls.append(output.shape))
+    assert "_FusedNetworkBackward" not in _graph_names(plain(x)) and calls == [(8, 1)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("opt", ["LBFGS", "Adam"])
+@pytest.mark.parametrize("lamb", [0.0, 1e-2])
+def test_fit_without_autograd_takes_the_same_steps_to_the_bit(dtype, opt, lamb, monkeypatch):
+    """fit's direct step (the kernels' passes and the loss's and regulariser's gradients written
+    out, no graph) against the same fit through autograd (a loss_fn that is the default's
+    formula): every logged value and every final parameter equal, with a frozen scale and
+    pruned inputs."""
+    from kanlab import train
+
+    generator = torch.Generator().manual_seed(7)
+    x = (torch.rand(300, 3, generator=generator, dtype=torch.float64) * 2 - 1).to(dtype)
+    data = {"train_input": x, "train_label": torch.sin(3 * x[:, :1]) * x[:, 1:2]}
+    calls = []
+    monkeypatch.setattr(train, "squared_error_step", lambda *a: calls.append(1) or kanlab_fused.squared_error_step(*a))
+    results = []
+    for loss_fn in (None, train._mse):
+        model = KAN([3, 4, 1], grid=5, seed=0, dtype=dtype, sp_trainable=False).prune_input(active=[0, 1])
+        history = model.fit(data, opt=opt, steps=6, lr=0.01 if opt == "Adam" else 1.0,
+                            lamb=lamb, log=1, progress=False, loss_fn=loss_fn)
+        results.append((history, model.state_dict()))
+        assert bool(calls) == (loss_fn is None)
+        calls.clear()
+    (ours, our_state), (theirs, their_state) = results
+    for key in ("train_loss", "reg", "objective"):
+        assert ours[key] == theirs[key]
+    for name, value in our_state.items():
+        assert torch.equal(value, their_state[name]), name
+
+
+def test_fit_takes_autograd_where_the_direct_step_does_not_apply(monkeypatch):
+    """Coefficient penalties, a custom loss or a layer off the fused path use the graph."""
+    from kanlab import train
+
+    monkeypatch.setattr(train, "squared_error_step", lambda *a: pytest.fail("the direct step was taken"))
+    x = torch.rand(50, 2, dtype=torch.float64)
+    data = {"train_input": x, "train_label": x[:, :1] * x[:, 1:]}
+    KAN([2, 3, 1], seed=0, dtype=torch.float64).fit(data, steps=2, lamb=1e-2, lamb_coef=1.0, progress=False)
+    KAN([2, 3, 1], seed=0, dtype=torch.float64).fit(data, steps=2, loss_fn=lambda p, y: ((p - y) ** 4).mean(),
+                                                     progress=False)
+    KAN([2, 3, 1], base_fun="tanh", seed=0, dtype=torch.float64).fit(data, steps=2, progress=False)

@@ -198,3 +198,47 @@ def test_float32_training_works():
     model = KAN([2, 3, 1])
     history = model.fit(data, steps=10, progress=False)
     assert history["train_loss"][-1] < 0.15 * history["train_loss"][0] and model.dtype == torch.float32
+
+
+def _sparsity_by_autograd(norms, lamb_l1, lamb_entropy):
+    """The regulariser's L1 and entropy terms in plain torch operations, and autograd's gradient."""
+    leaves = [n.detach().clone().requires_grad_(True) for n in norms]
+    total = leaves[0].new_zeros(())
+    for n in leaves:
+        share = n / (n.sum() + 1e-12)
+        total = total + lamb_l1 * n.sum() - lamb_entropy * (share * torch.log(share.clamp_min(1e-12))).sum()
+    return total.detach(), list(torch.autograd.grad(total, leaves))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("weights", [(1.0, 2.0), (0.0, 2.0), (1.0, 0.0), (0.3, 0.7)])
+def test_sparsity_gradient_written_out_equals_autograd(dtype, weights):
+    """The L1 and entropy terms with their gradient written out (numpy on the CPU, torch
+    operations elsewhere) against autograd of the plain formula, with pruned (zero) edges."""
+    from kanlab.sparsity import edge_sparsity, sparsity_and_gradients
+
+    generator = torch.Generator().manual_seed(3)
+    norms = [torch.rand(5, 2, generator=generator, dtype=torch.float64).to(dtype),
+             torch.rand(1, 5, generator=generator, dtype=torch.float64).to(dtype)]
+    norms[0][2, 1] = 0.0
+    expected, expected_grads = _sparsity_by_autograd(norms, *weights)
+    value, grads = sparsity_and_gradients(norms, *weights)  # numpy
+    total, torch_grads = norms[0].new_zeros(()), []
+    for n in norms:
+        total, gradient = edge_sparsity(n, *weights, total)
+        torch_grads.append(gradient)
+    tolerance = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=2e-5, atol=2e-5)
+    assert value.dtype == dtype and value.shape == ()
+    for ours in (value, total):
+        torch.testing.assert_close(ours, expected, **tolerance)
+    for ours, theirs in zip(grads + torch_grads, expected_grads * 2):
+        torch.testing.assert_close(ours, theirs, **tolerance)
+
+
+def test_sparsity_node_passes_gradcheck():
+    from kanlab.sparsity import EdgeSparsity
+
+    generator = torch.Generator().manual_seed(4)
+    norms = [torch.rand(3, 2, generator=generator, dtype=torch.float64).add_(0.1).requires_grad_(True),
+             torch.rand(2, 3, generator=generator, dtype=torch.float64).add_(0.1).requires_grad_(True)]
+    assert torch.autograd.gradcheck(lambda *n: EdgeSparsity.apply(1.0, 2.0, *n), norms)

@@ -18,6 +18,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from . import native
+from .fused import fusable, fused_forward
 from .layer import KANLinear, resolve_base_fun
 
 __all__ = ["KAN", "parse_width"]
@@ -227,9 +229,19 @@ class KAN(nn.Module):
             return self.forward_with_edge_norms(x)
         self._check_input(x)
         x = self._select_inputs(x)
+        if self._fuses(x, edge_norms=False):
+            return fused_forward(self.layers, x, edge_norms=False)[0]
         for l, layer in enumerate(self.layers):
             x = self._combine(layer(x), l + 1)
         return x
+
+    def _fuses(self, x: torch.Tensor, edge_norms: bool) -> bool:
+        """Whether the whole network runs as one node of the compiled kernel (``fused``): no
+        multiplication nodes, and every layer on its fused compiled layer."""
+        if not native.is_loaded() or any(n_mult for _, n_mult in self.width):
+            return False
+        self.layers[0]._check_input(x)
+        return fusable(self.layers, x, edge_norms)
 
     def forward_with_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Output and the input of every layer ``[(batch, width_in[l]) for l in range(L)]``."""
@@ -245,6 +257,8 @@ class KAN(nn.Module):
         """Output and every layer's per-edge ``mean |phi|`` ``(out, in)`` (for the regulariser)."""
         self._check_input(x)
         x = self._select_inputs(x)
+        if self._fuses(x, edge_norms=True):
+            return fused_forward(self.layers, x, edge_norms=True)
         norms = []
         for l, layer in enumerate(self.layers):
             y, edge_norm = layer.forward_with_edge_norms(x)

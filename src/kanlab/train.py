@@ -21,14 +21,14 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from .fused import squared_error_step
 from .model import KAN
 from .optim import LBFGS
+from .sparsity import EdgeSparsity
 
 __all__ = ["fit", "regularization"]
 
 logger = logging.getLogger("kanlab")
-
-_ENTROPY_FLOOR = 1e-12
 
 
 def regularization(
@@ -54,16 +54,11 @@ def regularization_from_norms(
 ) -> torch.Tensor:
     """The regulariser from each layer's per-edge ``mean |phi|`` ``(out, in)`` (the L1 and
     entropy terms) and its coefficients (the ``lamb_coef`` / ``lamb_coefdiff`` terms)."""
-    total = model.layers[0].coef.new_zeros(())
-    for l, layer in enumerate(model.layers):
-        if lamb_l1 or lamb_entropy:
-            norms = edge_norms[l]
-            layer_norm = norms.sum()
-            if lamb_l1:
-                total = total + lamb_l1 * layer_norm
-            if lamb_entropy:
-                share = norms / (layer_norm + _ENTROPY_FLOOR)
-                total = total - lamb_entropy * (share * torch.log(share.clamp_min(_ENTROPY_FLOOR))).sum()
+    if lamb_l1 or lamb_entropy:
+        total = EdgeSparsity.apply(float(lamb_l1), float(lamb_entropy), *edge_norms)
+    else:
+        total = model.layers[0].coef.new_zeros(())
+    for layer in model.layers:
         if lamb_coef:
             total = total + lamb_coef * layer.coef.abs().mean()
         if lamb_coefdiff:
@@ -256,6 +251,10 @@ def fit(
     batches, test_pair, train_x = _prepare_data(dataset, model, test, batch, generator)
     model.remember_inputs(shard.gather(train_x) if shard else train_x, generator)
     net = shard.wrap(model) if shard else model
+    # the squared error with the L1 and entropy terms, single process: fused.squared_error_step
+    # takes a step's evaluations whenever the model runs on the compiled kernel as one network
+    direct = loss_fn is None and shard is None and not (lamb and (lamb_coef or lamb_coefdiff))
+    with_norms = bool(lamb and (lamb_l1 or lamb_entropy))
     loss_fn = loss_fn or _mse
     metrics = dict(metrics or {})
     grid_every = max(1, stop_grid_update_step // max(1, grid_update_num))
@@ -347,12 +346,15 @@ def fit(
             if update_grid and start_grid_update_step <= step < stop_grid_update_step and step % grid_every == 0:
                 model.update_grid(shard.gather(x) if shard else x)
 
+            fused_step = direct and model._fuses(model._select_inputs(x), with_norms)
             if opt == "LBFGS":
                 if lbfgs_scale is None:
                     lbfgs_scale = _objective_scale(objective, x, y, lamb, shard)
 
                 def closure():
                     optimizer.zero_grad()
+                    if fused_step:
+                        return squared_error_step(model, x, y, lamb, lamb_l1, lamb_entropy, lbfgs_scale)
                     _, loss, reg = objective(x, y)
                     total = (loss + lamb * reg if reg is not None else loss) * lbfgs_scale
                     total.backward()
@@ -362,8 +364,11 @@ def fit(
                 optimizer.step(closure)
             else:
                 optimizer.zero_grad()
-                _, loss, reg = objective(x, y)
-                (loss + lamb * reg if reg is not None else loss).backward()
+                if fused_step:
+                    squared_error_step(model, x, y, lamb, lamb_l1, lamb_entropy, 1.0)
+                else:
+                    _, loss, reg = objective(x, y)
+                    (loss + lamb * reg if reg is not None else loss).backward()
                 optimizer.step()
 
             logged = (step + 1) % log == 0 or step == steps - 1
