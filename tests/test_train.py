@@ -242,3 +242,17 @@ def test_sparsity_node_passes_gradcheck():
     norms = [torch.rand(3, 2, generator=generator, dtype=torch.float64).add_(0.1).requires_grad_(True),
              torch.rand(2, 3, generator=generator, dtype=torch.float64).add_(0.1).requires_grad_(True)]
     assert torch.autograd.gradcheck(lambda *n: EdgeSparsity.apply(1.0, 2.0, *n), norms)
+
+
+def test_sparsity_in_other_precisions_and_its_second_order_refused():
+    """bfloat16 norms take the torch operations (numpy has no bfloat16); the written-out
+    gradient is first order only, and a graph built through it says so."""
+    from kanlab.sparsity import EdgeSparsity, sparsity_and_gradients
+
+    norms = [torch.tensor([[0.5, 0.25]], dtype=torch.bfloat16)]
+    value, (gradient,) = sparsity_and_gradients(norms, 1.0, 2.0)
+    assert value.dtype == torch.bfloat16 and gradient.dtype == torch.bfloat16
+    leaf = torch.tensor([[0.5, 0.25]], dtype=torch.float64, requires_grad=True)
+    (first,) = torch.autograd.grad(EdgeSparsity.apply(1.0, 2.0, leaf), leaf, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
+        first.sum().backward()

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 __all__ = ["ENTROPY_FLOOR", "edge_sparsity", "sparsity_and_gradients", "EdgeSparsity"]
 
@@ -43,8 +44,10 @@ def edge_sparsity(norms: torch.Tensor, lamb_l1: float, lamb_entropy: float,
 def sparsity_and_gradients(norms: Sequence[torch.Tensor], lamb_l1: float,
                            lamb_entropy: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The L1 and entropy terms summed over the layers (0-d) and their gradient for each
-    layer's norms ``(out, in)``: ``edge_sparsity``'s arithmetic, in numpy for CPU tensors."""
-    if all(n.is_cpu for n in norms) and not torch.compiler.is_compiling():
+    layer's norms ``(out, in)``: ``edge_sparsity``'s arithmetic, in numpy for float32 and
+    float64 CPU tensors."""
+    on_host = all(n.is_cpu and n.dtype in (torch.float32, torch.float64) for n in norms)
+    if on_host and not torch.compiler.is_compiling():
         return _sparsity_on_host(norms, lamb_l1, lamb_entropy)
     total, gradients = norms[0].new_zeros(()), []
     for layer_norms in norms:
@@ -81,7 +84,8 @@ class EdgeSparsity(torch.autograd.Function):
     """The regulariser's L1 and entropy terms summed over the layers, from each layer's edge
     norms, as one graph node whose gradient is written out (``sparsity_and_gradients``; the
     operations of ``edge_sparsity`` would be about twenty nodes per layer in autograd's graph,
-    each a few microseconds of dispatch on the tiny ``(out, in)`` tensors of a small KAN)."""
+    each a few microseconds of dispatch on the tiny ``(out, in)`` tensors of a small KAN).
+    Differentiable once: a backward pass that builds a graph through it raises."""
 
     @staticmethod
     def forward(ctx, lamb_l1: float, lamb_entropy: float, *norms: torch.Tensor) -> torch.Tensor:
@@ -90,5 +94,6 @@ class EdgeSparsity(torch.autograd.Function):
         return total
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         return (None, None, *(grad * gradient for gradient in ctx.saved_tensors))
