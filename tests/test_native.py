@@ -1,5 +1,6 @@
 """The compiled basis-feature kernel (``kanlab.native``) against the pure-torch path it replaces."""
 
+import functools
 import math
 
 import pytest
@@ -446,10 +447,19 @@ def test_fused_backward_reuses_the_forward_weight(shape, edge_norms):
 def test_local_product_is_taken_where_it_pays():
     """Narrow layers always; layers the kernel takes in blocks of samples from a batch of 256 on
     (small ones from any batch); the others once the grid makes the dense product the larger."""
-    pays = layer_module._local_product_pays
+    def pays(*shape, **options):
+        answers = {layer_module._local_product_pays(*shape, **options, wide_vectors=wide) for wide in (True, False)}
+        assert len(answers) == 1, shape  # the same with and without AVX-512
+        return answers.pop()
+
+    wide = functools.partial(layer_module._local_product_pays, wide_vectors=True)
+    narrow = functools.partial(layer_module._local_product_pays, wide_vectors=False)
     assert pays(2, 5, 8) and pays(5, 1, 8)
-    assert pays(256, 256, 8) and pays(784, 64, 8, batch=256) and pays(64, 64, 8) and pays(16, 128, 8)
-    assert pays(128, 128, 13, batch=64) and not pays(256, 256, 8, batch=192) and not pays(784, 64, 13, batch=32)
+    assert wide(256, 256, 8) and wide(784, 64, 8, batch=256) and wide(64, 64, 8) and wide(16, 128, 8)
+    assert wide(128, 128, 13, batch=64) and not pays(256, 256, 8, batch=192) and not pays(784, 64, 13, batch=32)
+    # without AVX-512 the blocks wait for finer grids (the dense product below about 40 bases)
+    assert not narrow(256, 256, 8) and not narrow(784, 64, 8, batch=256) and not narrow(256, 256, 23)
+    assert narrow(256, 256, 53) and narrow(128, 128, 43, batch=64)
     assert not pays(64, 64, 13, edge_norms=True) and not pays(64, 10, 13)  # entry by entry: later
     assert pays(64, 64, 53, edge_norms=True) and pays(256, 256, 103, edge_norms=True)
     model = KAN([2, 3, 1], grid=5, seed=0, dtype=torch.float64)

@@ -18,6 +18,7 @@ evaluated per library function over all its edges at once, and only when the lay
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from typing import Callable, Sequence
 
@@ -102,27 +103,41 @@ class _FeatureWeight(torch.autograd.Function):
         return grad_coef, grad_spline_scale, grad_base_scale
 
 
-def _local_product_pays(n_in: int, n_out: int, n_basis: int, edge_norms: bool = False, batch: int = 1024) -> bool:
+def _local_product_pays(n_in: int, n_out: int, n_basis: int, edge_norms: bool = False, batch: int = 1024,
+                        wide_vectors: bool | None = None) -> bool:
     """Whether the compiled local product (``batch * in * (k + 1) * out`` multiply-adds and the
     residual's matrix products) beats the dense features and matrix product (``batch * in * (G +
-    k + 1) * out``, at matmul speed) for this layer shape and batch. Measured on 2 cores
+    k + 1) * out``, at matmul speed) for this layer shape and batch. ``wide_vectors``: whether
+    the kernel has AVX-512 (default: what torch reports for this CPU). Measured on 2 cores
     (fwd+bwd, float32 and float64, gradients cleared between steps):
 
     - layers of at most 6 inputs and fewer than 16 outputs break even at G = 5 and win from there
       on (0.5x at G = 50);
     - wider layers with at least 16 outputs go by blocks of samples sorted by interval (the
-      kernel's ``blocked_product``): 0.55-0.95x the dense time at G = 5 (and less on finer grids)
-      from a batch of 256 on, and on layers of up to 128 x 128 edges from a batch of 64; smaller
-      batches on wider layers (1.2-1.4x: the weight's rearrangements then outweigh the products)
-      take the last rule;
+      kernel's ``blocked_product``), whose transposes and tiles are written for AVX-512: there
+      0.55-0.95x the dense time at G = 5 (and less on finer grids) from a batch of 256 on, and
+      on layers of up to 128 x 128 edges from a batch of 64; smaller batches on wider layers
+      (1.2-1.4x: the weight's rearrangements then outweigh the products) take the last rule.
+      Without AVX-512 (AVX2) the blocks took 2-4x the dense time up to G = 20 (1024 x 256 x 256:
+      5.6x linear against 1.4x at G = 5, 2.2x against 1.3x at G = 20) and 0.7x at G = 50, so
+      there they wait for about 40 bases per input;
     - the others, and wide layers that also return the regulariser's norms (entry by entry), from
       about 24 bases per input at up to 64 outputs, and from about 100 at 256 outputs.
     """
     if n_in <= 6 and n_out < 16:
         return True
     if n_in > 6 and n_out >= 16 and not edge_norms and (batch >= 256 or n_in * n_out <= 16384):  # takes_blocks
-        return True
+        if _has_wide_vectors() if wide_vectors is None else wide_vectors:
+            return True
+        if n_basis >= 40:
+            return True
     return n_basis >= 24 * max(1, n_out // 64)
+
+
+@functools.lru_cache(maxsize=1)
+def _has_wide_vectors() -> bool:
+    """Whether this CPU has AVX-512 (torch's dispatch level; the kernel is built for this CPU)."""
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 class _LocalProduct(torch.autograd.Function):
