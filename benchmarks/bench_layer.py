@@ -152,7 +152,7 @@ def main() -> None:
     table = markdown_table(header, rows)
     text = (
         "## KANLinear vs nn.Linear(in*(G+k), out)\n\n"
-        f"`.venv/bin/python benchmarks/bench_layer.py`: torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"`.venv/bin/python benchmarks/bench_layer.py`: torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {torch.backends.cpu.get_cpu_capability()}, "
         "float32, k=3, input requires grad, gradients cleared before each step; medians of interleaved runs; "
         "memory = tensors kept for backward "
         "(torch path).\n\n"

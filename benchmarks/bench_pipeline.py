@@ -231,7 +231,7 @@ def main() -> None:
     text = (
         f"## Demo pipeline: KAN{width} on exp(sin(pi x) + y^2), {args.steps} LBFGS steps per grid\n\n"
         f"{command}: float64, 1000 train / 1000 test points, medians over seeds {','.join(map(str, seeds))} "
-        f"(interleaved; torch {torch.__version__}, {torch.get_num_threads()} threads).\n\n"
+        f"(interleaved; torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {torch.backends.cpu.get_cpu_capability()}).\n\n"
         + markdown_table(header, rows) + f"\n\n{summary}\n\n{finals}\n" + screen_text
     )
     print(text)

@@ -122,7 +122,7 @@ def main() -> None:
             rows.append([name, f"{median(0):.3f}", f"{median(1):.3g}", f"{median(2):.1f}", str(runs[0][3])])
         sections.append(f"### {data_name}\n\n" + markdown_table(
             ["model", "test R^2", "test RMSE", "search + refit s", "chosen (seed 0)"], rows))
-    torch_line = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    torch_line = f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {torch.backends.cpu.get_cpu_capability()}"
     text = (
         "## KANRegressor vs MLPs on tabular regression\n\n"
         f"`.venv/bin/python benchmarks/bench_sklearn.py`: {torch_line}; medians over seeds {args.seeds}; "

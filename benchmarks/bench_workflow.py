@@ -143,7 +143,7 @@ def main() -> None:
         "## The paper's workflow (the demo) and auto_symbolic, kanlab vs pykan 0.2.8\n\n"
         f"{command}: KAN[2, 5, 1] on exp(sin(pi x) + y^2), float64, 1000 train / 1000 test points, "
         f"{args.steps} LBFGS steps per training stage, lamb={args.lamb:g}, hellokan's 10-function library; "
-        f"medians over seeds {args.seeds}, pykan's total over the seeds where it did not crash (interleaved; torch {torch.__version__}, {torch.get_num_threads()} threads).\n\n"
+        f"medians over seeds {args.seeds}, pykan's total over the seeds where it did not crash (interleaved; torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {torch.backends.cpu.get_cpu_capability()}).\n\n"
         + markdown_table(["stage", "kanlab s", "kanlab test RMSE", "pykan s", "pykan test RMSE", "speed-up"], rows)
         + "\n\n" + plain_line + "auto_symbolic alone on the same trained [2, 5, 1] network (15 edges x 10 functions): "
         f"kanlab {auto_ours:.2f} s, pykan {auto_theirs:.1f} s: **{auto_theirs / auto_ours:.0f}x faster**\n\n"
