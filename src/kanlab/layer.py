@@ -118,7 +118,7 @@ def _local_product_pays(n_in: int, n_out: int, n_basis: int, edge_norms: bool = 
       0.55-0.95x the dense time at G = 5 (and less on finer grids) from a batch of 256 on, and
       on layers of up to 128 x 128 edges from a batch of 64; smaller batches on wider layers
       (1.2-1.4x: the weight's rearrangements then outweigh the products) take the last rule.
-      Without AVX-512 (AVX2) the blocks took 2-4x the dense time up to G = 20 (1024 x 256 x 256:
+      Without AVX-512 (AVX2) the blocks took 1.7-4x the dense time up to G = 20 (1024 x 256 x 256:
       5.6x linear against 1.4x at G = 5, 2.2x against 1.3x at G = 20) and 0.7x at G = 50, so
       there they wait for about 40 bases per input;
     - the others, and wide layers that also return the regulariser's norms (entry by entry), from
