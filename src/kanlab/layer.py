@@ -114,13 +114,13 @@ def _local_product_pays(n_in: int, n_out: int, n_basis: int, edge_norms: bool = 
     - layers of at most 6 inputs and fewer than 16 outputs break even at G = 5 and win from there
       on (0.5x at G = 50);
     - wider layers with at least 16 outputs go by blocks of samples sorted by interval (the
-      kernel's ``blocked_product``), whose transposes and tiles are written for AVX-512: there
-      0.55-0.95x the dense time at G = 5 (and less on finer grids) from a batch of 256 on, and
-      on layers of up to 128 x 128 edges from a batch of 64; smaller batches on wider layers
-      (1.2-1.4x: the weight's rearrangements then outweigh the products) take the last rule.
-      Without AVX-512 (AVX2) the blocks took 1.7-4x the dense time up to G = 20 (1024 x 256 x 256:
-      5.6x linear against 1.4x at G = 5, 2.2x against 1.3x at G = 20) and 0.7x at G = 50, so
-      there they wait for about 40 bases per input;
+      kernel's ``blocked_product``): with AVX-512, 0.55-0.95x the dense time at G = 5 (and less
+      on finer grids) from a batch of 256 on, and on layers of up to 128 x 128 edges from a batch
+      of 64; smaller batches on wider layers (1.2-1.4x: the weight's rearrangements then
+      outweigh the products) take the last rule. Without AVX-512 (AVX2: half the lanes and half
+      the registers, so narrower tiles) the blocks took 1.1x the dense time at G = 5 on 256 x 256
+      and 784 x 64 edges, 0.94x at G = 6, 0.86x at G = 7 and 0.65-0.73x at G = 8-10 (float32;
+      float64 1.07x still at G = 8), so there they wait for 9 bases per input;
     - the others, and wide layers that also return the regulariser's norms (entry by entry), from
       about 24 bases per input at up to 64 outputs, and from about 100 at 256 outputs.
     """
@@ -129,7 +129,7 @@ def _local_product_pays(n_in: int, n_out: int, n_basis: int, edge_norms: bool = 
     if n_in > 6 and n_out >= 16 and not edge_norms and (batch >= 256 or n_in * n_out <= 16384):  # takes_blocks
         if _has_wide_vectors() if wide_vectors is None else wide_vectors:
             return True
-        if n_basis >= 40:
+        if n_basis >= 9:
             return True
     return n_basis >= 24 * max(1, n_out // 64)
 

@@ -22,7 +22,7 @@
 
 #include <cmath>
 #include <cstring>
-#if defined(__AVX512F__)
+#if defined(__AVX__)
 #include <immintrin.h>
 #endif
 #include <algorithm>
@@ -185,11 +185,17 @@ constexpr int64_t kMaxWidth = 17;
 // entries' k + 1 columns (backward), again vectorized over the chunk's inputs.
 constexpr int64_t kChunk = 64;
 
-// 64-byte vectors (GCC/Clang vector extensions: AVX-512 registers where the machine has them,
-// pairs or quadruples of smaller ones elsewhere), loaded and stored without alignment.
+// The machine's vectors (GCC/Clang vector extensions): 64 bytes with AVX-512, 32 bytes
+// otherwise (AVX2's registers; wider ones would be emulated in pairs, spilling the tiles'
+// registers), loaded and stored without alignment.
+#if defined(__AVX512F__)
+constexpr int64_t kVectorBytes = 64;
+#else
+constexpr int64_t kVectorBytes = 32;
+#endif
 template <typename T> struct Simd;
-template <> struct Simd<float> { typedef float V __attribute__((vector_size(64))); };
-template <> struct Simd<double> { typedef double V __attribute__((vector_size(64))); };
+template <> struct Simd<float> { typedef float V __attribute__((vector_size(kVectorBytes))); };
+template <> struct Simd<double> { typedef double V __attribute__((vector_size(kVectorBytes))); };
 
 template <typename V, typename T>
 inline V load_vector(const T* p) {
@@ -349,7 +355,7 @@ template <typename T, int K, int P>
 inline void permuted_chunk(const T* x, const T* lanes, int64_t count, Chunk<T, K>& chunk) {
   using V = typename Simd<T>::V;
   using I = typename Permute<T>::I;
-  constexpr int64_t kLanes = 64 / sizeof(T);
+  constexpr int64_t kLanes = kVectorBytes / sizeof(T);
   auto column = [&](int64_t j, I index) {
     return Permute<T>::at(load_vector<V>(lanes + 2 * kLanes * j), index,
                           load_vector<V>(lanes + 2 * kLanes * j + kLanes));
@@ -385,7 +391,7 @@ inline void permuted_chunk(const T* x, const T* lanes, int64_t count, Chunk<T, K
 template <typename T>
 at::Tensor table_by_lanes(const T* table, int64_t columns, const at::Tensor& knots) {
 #if defined(__AVX512F__)
-  constexpr int64_t kLanes = 64 / sizeof(T);
+  constexpr int64_t kLanes = kVectorBytes / sizeof(T);
   const int64_t n_in = knots.size(0), n_rows = knots.size(1) - 1;
   if (table == nullptr || n_rows > 2 * kLanes) return at::Tensor();
   at::Tensor lanes = at::zeros({n_in, columns, 2 * kLanes}, knots.options());
@@ -428,7 +434,7 @@ struct Locator {
 #if defined(__AVX512F__)
     if (kOneInput && lanes != nullptr && n_knots <= kMaxCounted) {
       counted_chunk<T, K, true>(x, knots + first * n_knots, n_in, n_knots, count, chunk);
-      permuted_chunk<T, K, P>(x, lanes + first * columns * 2 * (64 / sizeof(T)), count, chunk);
+      permuted_chunk<T, K, P>(x, lanes + first * columns * 2 * (kVectorBytes / sizeof(T)), count, chunk);
       return;
     }
 #endif
@@ -1045,8 +1051,9 @@ at::Tensor unpadded_sum(const at::Tensor& parts, const LocalShape& shape, int64_
 // Samples per block at most on coarse grids: a block's tile of outputs (kTileBytes per sample)
 // stays in L1.
 constexpr int64_t kBlockSamples = 128;
-// Outputs per tile: four 64-byte vectors.
-constexpr int64_t kTileBytes = 256;
+// Outputs per tile: four vectors with AVX-512's 32 registers, two with AVX2's 16 (the tile
+// functions keep k + 1 rows of the tile in registers, or k + 1 sums of it).
+constexpr int64_t kTileBytes = (kVectorBytes == 64 ? 4 : 2) * kVectorBytes;
 // Fine grids: at least this many padded rows per input (G + 2k + 1), whose weight outweighs a
 // block's outputs; their blocks take up to kFineSamples samples, so the weight passes once.
 constexpr int64_t kFineRows = 32;
@@ -1058,8 +1065,17 @@ inline T horizontal_sum(V v) {
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float>) return _mm512_reduce_add_ps((__m512)v);
   else return _mm512_reduce_add_pd((__m512d)v);
+#elif defined(__AVX__)
+  if constexpr (std::is_same_v<T, float>) {
+    __m128 half = _mm_add_ps(_mm256_castps256_ps128((__m256)v), _mm256_extractf128_ps((__m256)v, 1));
+    half = _mm_add_ps(half, _mm_movehl_ps(half, half));
+    return _mm_cvtss_f32(_mm_add_ss(half, _mm_movehdup_ps(half)));
+  } else {
+    const __m128d half = _mm_add_pd(_mm256_castpd256_pd128((__m256d)v), _mm256_extractf128_pd((__m256d)v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(half, _mm_unpackhi_pd(half, half)));
+  }
 #else
-  constexpr int64_t kLanes = 64 / sizeof(T);
+  constexpr int64_t kLanes = kVectorBytes / sizeof(T);
   T lanes[kLanes];
   std::memcpy(lanes, &v, sizeof(V));
   for (int64_t half = kLanes / 2; half > 0; half /= 2)
@@ -1132,7 +1148,7 @@ struct SortedBlock {
 // vectors the tile's whole vectors (std::integral_constant 1..4) or 0 for the last few.
 template <typename T, typename Body>
 inline void for_each_tile(int64_t n_out, Body body) {
-  constexpr int64_t kLanes = 64 / sizeof(T), kTile = kTileBytes / sizeof(T);
+  constexpr int64_t kLanes = kVectorBytes / sizeof(T), kTile = kTileBytes / sizeof(T);
   for (int64_t t0 = 0; t0 < n_out;) {
     const int64_t remaining = n_out - t0;
     const int64_t width = remaining >= kTile ? kTile : remaining >= kLanes ? remaining / kLanes * kLanes : remaining;
@@ -1165,7 +1181,7 @@ inline void for_each_interval(const SortedBlock<T, K>& block, Body body, int64_t
 // The K + 1 weight rows from w (n_out apart), kVectors vectors of each.
 template <typename V, int K, int kVectors, typename T>
 inline void load_rows(const T* w, int64_t n_out, V (&rows)[K + 1][kVectors]) {
-  constexpr int64_t kLanes = 64 / sizeof(T);
+  constexpr int64_t kLanes = kVectorBytes / sizeof(T);
   for (int r = 0; r <= K; ++r)
     for (int q = 0; q < kVectors; ++q) rows[r][q] = load_vector<V>(w + r * n_out + q * kLanes);
 }
@@ -1185,13 +1201,14 @@ template <typename T, int K, int kVectors>
 inline void interval_forward(const T* w, int64_t row_stride, const int32_t* samples, const T* values, int32_t j0,
                              int32_t j1, int64_t width, T* tile) {
   using V = typename Simd<T>::V;
-  constexpr int64_t kLanes = 64 / sizeof(T), kTile = kTileBytes / sizeof(T);
+  constexpr int64_t kLanes = kVectorBytes / sizeof(T), kTile = kTileBytes / sizeof(T);
   if constexpr (kVectors > 0) {
     V rows[K + 1][kVectors];
     load_rows<V, K, kVectors>(w, row_stride, rows);
     for (int32_t j = j0; j < j1; ++j) {
       T* o = tile + samples[j] * kTile;
-      const T* v = values + j * (K + 1);
+      V v[K + 1];  // the entry's values, each broadcast once for all the tile's vectors
+      for (int r = 0; r <= K; ++r) v[r] = V{} + values[j * (K + 1) + r];
       for (int q = 0; q < kVectors; ++q) {
         V sum = v[0] * rows[0][q];
         for (int r = 1; r <= K; ++r) sum += v[r] * rows[r][q];
@@ -1255,7 +1272,7 @@ inline void tile_weight_gradient(const SortedBlock<T, K>& block, const T* tile, 
                                  int64_t width, int64_t padded_rows, int64_t n_out, T* grad_w, int64_t first_row_input = 0,
                                  int64_t begin = 0, int64_t end = -1) {
   using V = typename Simd<T>::V;
-  constexpr int64_t kLanes = 64 / sizeof(T);
+  constexpr int64_t kLanes = kVectorBytes / sizeof(T);
   for_each_interval(block, [&](int64_t i, int64_t s, const int32_t* samples, const T* values, const T*, int32_t j0,
                                int32_t j1) {
     T* target = grad_w + ((i - first_row_input) * padded_rows + s) * n_out + t0;
@@ -1263,11 +1280,12 @@ inline void tile_weight_gradient(const SortedBlock<T, K>& block, const T* tile, 
       V sums[K + 1][kVectors] = {};
       for (int32_t j = j0; j < j1; ++j) {
         const T* g = tile + samples[j] * stride;
-        const T* v = values + j * (K + 1);
         V grads[kVectors];
         for (int q = 0; q < kVectors; ++q) grads[q] = load_vector<V>(g + q * kLanes);
-        for (int r = 0; r <= K; ++r)
-          for (int q = 0; q < kVectors; ++q) sums[r][q] += v[r] * grads[q];
+        for (int r = 0; r <= K; ++r) {
+          const V v = V{} + values[j * (K + 1) + r];
+          for (int q = 0; q < kVectors; ++q) sums[r][q] += v * grads[q];
+        }
       }
       for (int r = 0; r <= K; ++r)
         for (int q = 0; q < kVectors; ++q) {
@@ -1300,7 +1318,7 @@ inline void tile_input_gradient(const SortedBlock<T, K>& block, const T* tile, i
                                int32_t j1) {
     const T* w = W + ((i - first_row_input) * padded_rows + s) * row_stride;
     if constexpr (kVectors > 0) {
-      constexpr int64_t kLanes = 64 / sizeof(T);
+      constexpr int64_t kLanes = kVectorBytes / sizeof(T);
       V rows[K + 1][kVectors];
       load_rows<V, K, kVectors>(w, n_out, rows);
       for (int32_t j = j0; j < j1; ++j) {
@@ -1487,7 +1505,7 @@ inline void scaled_spline_rows(const T* C, const T* S, const T* M, const LocalSh
 #if defined(__AVX512F__)
   using Masked = MaskedVector<T>;
   using V = typename Simd<T>::V;
-  constexpr int64_t kLanes = 64 / sizeof(T);
+  constexpr int64_t kLanes = kVectorBytes / sizeof(T);
   const V zero = {};
   const auto output_mask = Masked::first(outputs);
   T scales[kLanes];
@@ -1534,7 +1552,7 @@ struct EdgeTargets {
 template <typename T>
 inline void tile_spline_rows(const EdgeTargets<T>& edges, const LocalShape& shape, int64_t k, int64_t i0,
                              int64_t inputs, int64_t t0, int64_t width, T* pieces) {
-  constexpr int64_t kLanes = 64 / sizeof(T), kTile = kTileBytes / sizeof(T);
+  constexpr int64_t kLanes = kVectorBytes / sizeof(T), kTile = kTileBytes / sizeof(T);
   const int64_t piece_size = (shape.n_basis + 2 * k) * kTile;
   for (int64_t o0 = t0; o0 < t0 + width; o0 += kLanes)
     for (int64_t a = 0; a < inputs; ++a)
@@ -1617,7 +1635,7 @@ inline void input_edge_gradients(const T* slab, int64_t i, int64_t o_begin, int6
 #if defined(__AVX512F__)
   using Masked = MaskedVector<T>;
   using V = typename Simd<T>::V;
-  constexpr int64_t kLanes = 64 / sizeof(T);
+  constexpr int64_t kLanes = kVectorBytes / sizeof(T);
   for (int64_t o0 = o_begin; o0 < o_end; o0 += kLanes) {
     const int64_t outputs = std::min(kLanes, o_end - o0);
     const auto output_mask = Masked::first(outputs);
@@ -1680,7 +1698,7 @@ template <typename T, int K>
 void fine_blocked_backward(const Locator<T>& locate_values, const Locator<T>& locate_slopes, int64_t n_spans,
                            const T* X, const T* G, const T* W, const LocalShape& shape, T* grad_x, T* grad_w,
                            const EdgeTargets<T>* edges) {
-  constexpr int64_t kLanes = 64 / sizeof(T), kTile = kTileBytes / sizeof(T);
+  constexpr int64_t kLanes = kVectorBytes / sizeof(T), kTile = kTileBytes / sizeof(T);
   const int64_t batch = shape.batch, n_in = shape.n_in, n_out = shape.n_out, rows = shape.padded_rows;
   TORCH_CHECK((W != nullptr) != (edges != nullptr), "the fine backward takes the padded weight or the parameters");
   // the tile from t0 of width w: its rows w apart from tiled + t0 * batch (every element written)
@@ -2022,7 +2040,7 @@ template <typename T>
 void padded_weight_by_transposes(const T* C, const T* S, const T* B, const T* M, const LocalShape& shape, int64_t k,
                                  T* P) {
   using Masked = MaskedVector<T>;
-  constexpr int64_t kLanes = 64 / sizeof(T);
+  constexpr int64_t kLanes = kVectorBytes / sizeof(T);
   const int64_t n_in = shape.n_in, n_out = shape.n_out, n_basis = shape.n_basis, rows = shape.padded_rows;
   const int64_t n_blocks = (n_in + kInputs - 1) / kInputs;
   const int64_t grain = std::max<int64_t>(1, kLargeLayer / std::max<int64_t>(1, kInputs * n_out * n_basis));
@@ -2048,7 +2066,7 @@ void padded_weight_by_transposes(const T* C, const T* S, const T* B, const T* M,
 template <typename T>
 void gradients_from_one_part(const T* P, const T* C, const T* S, const T* M, const LocalShape& shape, int64_t k, T* GC,
                           T* GS, T* GB) {
-  constexpr int64_t kLanes = 64 / sizeof(T);
+  constexpr int64_t kLanes = kVectorBytes / sizeof(T);
   const int64_t n_in = shape.n_in, n_out = shape.n_out, n_basis = shape.n_basis, rows = shape.padded_rows;
   const int64_t n_blocks = (n_in + kInputs - 1) / kInputs;
   const int64_t grain = std::max<int64_t>(1, kLargeLayer / std::max<int64_t>(1, kInputs * n_out * n_basis));
