@@ -209,6 +209,14 @@ inline void store_vector(T* p, V v) {
   std::memcpy(p, &v, sizeof(V));
 }
 
+// x in every lane (one broadcast: V{} + x would add 0 to x first, -0 giving +0)
+template <typename V, typename T>
+inline V splat(T x) {
+  V v;
+  for (size_t l = 0; l < sizeof(V) / sizeof(T); ++l) v[l] = x;
+  return v;
+}
+
 // Per-chunk scratch: each entry's interval s (-1: outside the knots or NaN) and, where
 // known, its k + 1 local values.
 template <typename T, int K>
@@ -1208,7 +1216,7 @@ inline void interval_forward(const T* w, int64_t row_stride, const int32_t* samp
     for (int32_t j = j0; j < j1; ++j) {
       T* o = tile + samples[j] * kTile;
       V v[K + 1];  // the entry's values, each broadcast once for all the tile's vectors
-      for (int r = 0; r <= K; ++r) v[r] = V{} + values[j * (K + 1) + r];
+      for (int r = 0; r <= K; ++r) v[r] = splat<V>(values[j * (K + 1) + r]);
       for (int q = 0; q < kVectors; ++q) {
         V sum = v[0] * rows[0][q];
         for (int r = 1; r <= K; ++r) sum += v[r] * rows[r][q];
@@ -1283,7 +1291,7 @@ inline void tile_weight_gradient(const SortedBlock<T, K>& block, const T* tile, 
         V grads[kVectors];
         for (int q = 0; q < kVectors; ++q) grads[q] = load_vector<V>(g + q * kLanes);
         for (int r = 0; r <= K; ++r) {
-          const V v = V{} + values[j * (K + 1) + r];
+          const V v = splat<V>(values[j * (K + 1) + r]);
           for (int q = 0; q < kVectors; ++q) sums[r][q] += v * grads[q];
         }
       }
@@ -1361,11 +1369,46 @@ void block_weight_gradient(const SortedBlock<T, K>& block, const T* G, int64_t p
   });
 }
 
-// The block's part of x's gradient (tile_input_gradient), tile by tile of G's rows (n_out apart);
-// the caller zeroes the rows, and entries outside the knots keep 0.
+// One entry's part of x's gradient, sum_r slope_r * <w_r, g> over the whole output row g (w:
+// its interval's K + 1 weight rows, n_out apart), as K + 1 running dots reduced once at the end.
+// AVX2's tiles (16 float outputs) are too narrow to pay for a reduction per tile.
+template <typename T, int K>
+inline T entry_input_gradient(const T* w, int64_t n_out, const T* g, const T* slopes) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t kLanes = kVectorBytes / sizeof(T);
+  V dots[K + 1] = {};
+  int64_t o = 0;
+  for (; o + kLanes <= n_out; o += kLanes) {
+    const V grads = load_vector<V>(g + o);
+    for (int r = 0; r <= K; ++r) dots[r] += load_vector<V>(w + r * n_out + o) * grads;
+  }
+  V sum = splat<V>(slopes[0]) * dots[0];
+  for (int r = 1; r <= K; ++r) sum += splat<V>(slopes[r]) * dots[r];
+  T total = horizontal_sum<T>(sum);
+  for (; o < n_out; ++o) {
+    T u = slopes[0] * w[o];
+    for (int r = 1; r <= K; ++r) u += slopes[r] * w[r * n_out + o];
+    total += u * g[o];
+  }
+  return total;
+}
+
+// The block's part of x's gradient; the caller zeroes the rows, and entries outside the knots
+// keep 0. With AVX-512, tile by tile of G's rows (n_out apart, tile_input_gradient); without,
+// entry by entry along whole rows (entry_input_gradient).
 template <typename T, int K>
 void block_input_gradient(const SortedBlock<T, K>& block, const T* G, const T* W, int64_t padded_rows,
                           int64_t n_out, int64_t count, T* result) {
+  if constexpr (kVectorBytes < 64) {
+    for_each_interval(block, [&](int64_t i, int64_t s, const int32_t* samples, const T*, const T* slopes, int32_t j0,
+                                 int32_t j1) {
+      const T* w = W + (i * padded_rows + s) * n_out;
+      for (int32_t j = j0; j < j1; ++j)
+        result[samples[j] * block.stride + i] +=
+            entry_input_gradient<T, K>(w, n_out, G + samples[j] * n_out, slopes + j * (K + 1));
+    });
+    return;
+  }
   constexpr int64_t kTile = kTileBytes / sizeof(T);
   std::vector<T> scratch(count * kTile);  // the block's rows of G's tile (copy_tile)
   for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
