@@ -209,9 +209,22 @@ inline void store_vector(T* p, V v) {
   std::memcpy(p, &v, sizeof(V));
 }
 
-// x in every lane (one broadcast: V{} + x would add 0 to x first, -0 giving +0)
+// x in every lane, one broadcast (V{} + x would add 0 to x first, -0 giving +0; a loop over
+// the lanes was left as a 16-byte broadcast and an insert)
 template <typename V, typename T>
 inline V splat(T x) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(V) == 64) {
+    if constexpr (std::is_same_v<T, float>) return (V)_mm512_set1_ps(x);
+    else return (V)_mm512_set1_pd(x);
+  }
+#endif
+#if defined(__AVX__)
+  if constexpr (sizeof(V) == 32) {
+    if constexpr (std::is_same_v<T, float>) return (V)_mm256_set1_ps(x);
+    else return (V)_mm256_set1_pd(x);
+  }
+#endif
   V v;
   for (size_t l = 0; l < sizeof(V) / sizeof(T); ++l) v[l] = x;
   return v;
