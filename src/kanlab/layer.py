@@ -118,9 +118,10 @@ def _local_product_pays(n_in: int, n_out: int, n_basis: int, edge_norms: bool = 
       on finer grids) from a batch of 256 on, and on layers of up to 128 x 128 edges from a batch
       of 64; smaller batches on wider layers (1.2-1.4x: the weight's rearrangements then
       outweigh the products) take the last rule. Without AVX-512 (AVX2: half the lanes and half
-      the registers, so narrower tiles) the blocks took 1.1x the dense time at G = 5 on 256 x 256
-      and 784 x 64 edges, 0.94x at G = 6, 0.86x at G = 7 and 0.65-0.73x at G = 8-10 (float32;
-      float64 1.07x still at G = 8), so there they wait for 9 bases per input;
+      the registers, so narrower tiles) the blocks took 1.1-1.2x the dense time at G = 5 on 256 x
+      256 and 784 x 64 edges (0.85-0.9x on 128 x 128 and 32 x 32), 0.9x at G = 6 and 0.65-0.73x at
+      G = 8-10 (float32; float64 1.07x still at G = 8 before x's gradient went along whole rows),
+      so there they wait for 9 bases per input;
     - the others, and wide layers that also return the regulariser's norms (entry by entry), from
       about 24 bases per input at up to 64 outputs, and from about 100 at 256 outputs.
     """
