@@ -121,7 +121,9 @@ def _local_product_pays(n_in: int, n_out: int, n_basis: int, edge_norms: bool = 
       the registers, so narrower tiles) the blocks took 1.1-1.2x the dense time at G = 5 on 256 x
       256 and 784 x 64 edges (0.85-0.9x on 128 x 128 and 32 x 32), 0.9x at G = 6 and 0.65-0.73x at
       G = 8-10 (float32; float64 1.07x still at G = 8 before x's gradient went along whole rows),
-      so there they wait for 9 bases per input;
+      so there they wait for 9 bases per input, except on layers of up to 128 x 128 edges: 0.74-0.9x
+      the dense form at G = 5 (float32, 64 x 64 to 128 x 128 at batches 64-1024; two of nine
+      readings, 256 x 128 x 128 and float64 1024 x 64 x 64, 1.07-1.08x);
     - the others, and wide layers that also return the regulariser's norms (entry by entry), from
       about 24 bases per input at up to 64 outputs, and from about 100 at 256 outputs.
     """
@@ -130,7 +132,7 @@ def _local_product_pays(n_in: int, n_out: int, n_basis: int, edge_norms: bool = 
     if n_in > 6 and n_out >= 16 and not edge_norms and (batch >= 256 or n_in * n_out <= 16384):  # takes_blocks
         if _has_wide_vectors() if wide_vectors is None else wide_vectors:
             return True
-        if n_basis >= 9:
+        if n_basis >= 9 or n_in * n_out <= 16384:
             return True
     return n_basis >= 24 * max(1, n_out // 64)
 
