@@ -1382,22 +1382,31 @@ void block_weight_gradient(const SortedBlock<T, K>& block, const T* G, int64_t p
   });
 }
 
-// One entry's part of x's gradient, sum_r slope_r * <w_r, g> over the whole output row g (w:
-// its interval's K + 1 weight rows, n_out apart), as K + 1 running dots reduced once at the end.
-// AVX2's tiles (16 float outputs) are too narrow to pay for a reduction per tile.
+// One entry's part of x's gradient, <sum_r slope_r * w_r, g> over the whole output row g (w: its
+// interval's K + 1 weight rows, n_out apart), reduced once at the end. AVX2's tiles (16 float
+// outputs) are too narrow to pay for a reduction per tile. The slopes' combination of the rows
+// comes first, so the only running sums are two vectors (K + 1 running dots wait on the FMA's
+// latency); kept out of line, where the caller's pointers do not crowd the registers.
 template <typename T, int K>
-inline T entry_input_gradient(const T* w, int64_t n_out, const T* g, const T* slopes) {
+__attribute__((noinline)) T entry_input_gradient(const T* w, int64_t n_out, const T* g, const T* slopes) {
   using V = typename Simd<T>::V;
   constexpr int64_t kLanes = kVectorBytes / sizeof(T);
-  V dots[K + 1] = {};
   int64_t o = 0;
+  V s[K + 1];
+  for (int r = 0; r <= K; ++r) s[r] = splat<V>(slopes[r]);
+  V sums[2] = {};
+  for (; o + 2 * kLanes <= n_out; o += 2 * kLanes)
+    for (int h = 0; h < 2; ++h) {
+      V row = s[0] * load_vector<V>(w + o + h * kLanes);
+      for (int r = 1; r <= K; ++r) row += s[r] * load_vector<V>(w + r * n_out + o + h * kLanes);
+      sums[h] += row * load_vector<V>(g + o + h * kLanes);
+    }
   for (; o + kLanes <= n_out; o += kLanes) {
-    const V grads = load_vector<V>(g + o);
-    for (int r = 0; r <= K; ++r) dots[r] += load_vector<V>(w + r * n_out + o) * grads;
+    V row = s[0] * load_vector<V>(w + o);
+    for (int r = 1; r <= K; ++r) row += s[r] * load_vector<V>(w + r * n_out + o);
+    sums[0] += row * load_vector<V>(g + o);
   }
-  V sum = splat<V>(slopes[0]) * dots[0];
-  for (int r = 1; r <= K; ++r) sum += splat<V>(slopes[r]) * dots[r];
-  T total = horizontal_sum<T>(sum);
+  T total = horizontal_sum<T>(sums[0] + sums[1]);
   for (; o < n_out; ++o) {
     T u = slopes[0] * w[o];
     for (int r = 1; r <= K; ++r) u += slopes[r] * w[r * n_out + o];
