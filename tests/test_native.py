@@ -457,10 +457,12 @@ def test_local_product_is_taken_where_it_pays():
     assert pays(2, 5, 8) and pays(5, 1, 8)
     assert wide(256, 256, 8) and wide(784, 64, 8, batch=256) and wide(64, 64, 8) and wide(16, 128, 8)
     assert wide(128, 128, 13, batch=64) and not pays(256, 256, 8, batch=192) and not pays(784, 64, 13, batch=32)
-    # without AVX-512 the blocks wait for a finer grid (the dense product below 9 bases), except
-    # on layers of up to 128 x 128 edges
-    assert not narrow(256, 256, 8) and not narrow(784, 64, 8, batch=256) and not narrow(129, 128, 8)
-    assert narrow(256, 256, 9) and narrow(784, 64, 13, batch=256) and narrow(128, 128, 8, batch=64)
+    # without AVX-512 the blocks wait for 8 bases per input in float32 and 9 in float64 (the
+    # dense product below), except on layers of up to 128 x 128 edges
+    assert not narrow(256, 256, 7) and not narrow(784, 64, 7, batch=256) and not narrow(129, 128, 7)
+    assert narrow(256, 256, 8) and narrow(784, 64, 8, batch=256) and not narrow(256, 256, 8, double=True)
+    assert narrow(256, 256, 9, double=True) and narrow(784, 64, 13, batch=256) and narrow(128, 128, 7, batch=64)
+    assert narrow(128, 128, 7, batch=64, double=True)
     assert not pays(64, 64, 13, edge_norms=True) and not pays(64, 10, 13)  # entry by entry: later
     assert pays(64, 64, 53, edge_norms=True) and pays(256, 256, 103, edge_norms=True)
     model = KAN([2, 3, 1], grid=5, seed=0, dtype=torch.float64)

@@ -40,7 +40,8 @@ def fusable(layers: Sequence[KANLinear], x: torch.Tensor, edge_norms: bool) -> b
         if (layer.base_fun_name not in ("silu", "zero") or layer.bias is not None or layer._symbolic_groups
                 or layer.k > 5 or layer.coef.dtype != x.dtype or layer._forward_hooks or layer._forward_pre_hooks):
             return False
-        if not layer_module._local_product_pays(layer.in_features, layer.out_features, layer.n_basis, edge_norms, batch):
+        if not layer_module._local_product_pays(layer.in_features, layer.out_features, layer.n_basis, edge_norms, batch,
+                                                double=x.dtype == torch.float64):
             return False
     return True
 

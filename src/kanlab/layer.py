@@ -104,12 +104,12 @@ class _FeatureWeight(torch.autograd.Function):
 
 
 def _local_product_pays(n_in: int, n_out: int, n_basis: int, edge_norms: bool = False, batch: int = 1024,
-                        wide_vectors: bool | None = None) -> bool:
+                        wide_vectors: bool | None = None, double: bool = False) -> bool:
     """Whether the compiled local product (``batch * in * (k + 1) * out`` multiply-adds and the
     residual's matrix products) beats the dense features and matrix product (``batch * in * (G +
     k + 1) * out``, at matmul speed) for this layer shape and batch. ``wide_vectors``: whether
-    the kernel has AVX-512 (default: what torch reports for this CPU). Measured on 2 cores
-    (fwd+bwd, float32 and float64, gradients cleared between steps):
+    the kernel has AVX-512 (default: what torch reports for this CPU); ``double``: float64.
+    Measured on 2 cores (fwd+bwd, float32 and float64, gradients cleared between steps):
 
     - layers of at most 6 inputs and fewer than 16 outputs break even at G = 5 and win from there
       on (0.5x at G = 50);
@@ -118,12 +118,12 @@ def _local_product_pays(n_in: int, n_out: int, n_basis: int, edge_norms: bool = 
       on finer grids) from a batch of 256 on, and on layers of up to 128 x 128 edges from a batch
       of 64; smaller batches on wider layers (1.2-1.4x: the weight's rearrangements then
       outweigh the products) take the last rule. Without AVX-512 (AVX2: half the lanes and half
-      the registers, so narrower tiles) the blocks took 1.1-1.2x the dense time at G = 5 on 256 x
-      256 and 784 x 64 edges (0.85-0.9x on 128 x 128 and 32 x 32), 0.9x at G = 6 and 0.65-0.73x at
-      G = 8-10 (float32; float64 1.07x still at G = 8 before x's gradient went along whole rows),
-      so there they wait for 9 bases per input, except on layers of up to 128 x 128 edges: 0.74-0.9x
-      the dense form at G = 5 (float32, 64 x 64 to 128 x 128 at batches 64-1024; two of nine
-      readings, 256 x 128 x 128 and float64 1024 x 64 x 64, 1.07-1.08x);
+      the registers, so narrower tiles), in float32 the blocks take 0.88-0.92x the dense time at G
+      = 5 on 256 x 256 and 784 x 64 edges (0.65x at a batch of 4096), 0.98x at G = 4 and 1.14x at
+      G = 3, so there they wait for 8 bases per input; float64 took 1.11-1.14x at G = 4-5 (0.82x
+      at a batch of 4096), so it waits for 9. Layers of up to 128 x 128 edges take them at any
+      grid: 0.74-0.9x the dense form at G = 5 (float32, 64 x 64 to 128 x 128 at batches 64-1024;
+      two of nine readings, 256 x 128 x 128 and float64 1024 x 64 x 64, 1.07-1.08x);
     - the others, and wide layers that also return the regulariser's norms (entry by entry), from
       about 24 bases per input at up to 64 outputs, and from about 100 at 256 outputs.
     """
@@ -132,7 +132,7 @@ def _local_product_pays(n_in: int, n_out: int, n_basis: int, edge_norms: bool = 
     if n_in > 6 and n_out >= 16 and not edge_norms and (batch >= 256 or n_in * n_out <= 16384):  # takes_blocks
         if _has_wide_vectors() if wide_vectors is None else wide_vectors:
             return True
-        if n_basis >= 9 or n_in * n_out <= 16384:
+        if n_basis >= (9 if double else 8) or n_in * n_out <= 16384:
             return True
     return n_basis >= 24 * max(1, n_out // 64)
 
@@ -398,7 +398,8 @@ class KANLinear(nn.Module):
         """Whether the compiled local product beats the dense features and matrix product here."""
         if self.k > 5 or not native.usable(flat, self.k):
             return False
-        return _local_product_pays(self.in_features, self.out_features, self.n_basis, edge_norms, flat.shape[0])
+        return _local_product_pays(self.in_features, self.out_features, self.n_basis, edge_norms, flat.shape[0],
+                                   double=flat.dtype == torch.float64)
 
     def basis(self, x: torch.Tensor) -> torch.Tensor:
         """B-spline bases ``(*, in, G + k)`` of this layer's knots at ``x`` ``(*, in)``."""
