@@ -279,11 +279,11 @@ def test_local_product_equals_the_dense_path(dtype, k, kind, base_fun, shape, mo
     x[4, -1] = math.nan
     grad = torch.randn(300, n_out, generator=generator, dtype=torch.float64).to(dtype)
     finite = x.nan_to_num(0.5)
-    monkeypatch.setattr(layer_module, "_local_product_pays", lambda *shape: True)
+    monkeypatch.setattr(layer_module, "_local_product_pays", lambda *shape, **options: True)
     local, local_finite = _layer_results(layer, x, grad), _layer_results(layer, finite, grad)
     fused = base_fun in ("silu", "zero")
     assert ("_KANLayerBackward" if fused else "_LocalProductBackward") in _graph_names(layer(x))
-    monkeypatch.setattr(layer_module, "_local_product_pays", lambda *shape: False)
+    monkeypatch.setattr(layer_module, "_local_product_pays", lambda *shape, **options: False)
     dense = _layer_results(layer, x, grad)  # the compiled features: NaN inputs exactly as the local product
     with native.disabled():
         plain = _layer_results(layer, finite, grad)  # the torch path (its x-gradient is 0, not NaN, at NaN)
@@ -326,7 +326,7 @@ def test_fine_grid_blocks_equal_the_dense_path(dtype, needs, monkeypatch):
         found = [out.detach(), inputs.grad]
         return found + [p.grad for p in (layer.coef, layer.scale_sp, layer.scale_base)]
 
-    monkeypatch.setattr(layer_module, "_local_product_pays", lambda *shape: True)
+    monkeypatch.setattr(layer_module, "_local_product_pays", lambda *shape, **options: True)
     local = results()
     out = layer(x.clone().requires_grad_())
     assert "_KANLayerBackward" in _graph_names(out)
@@ -334,7 +334,7 @@ def test_fine_grid_blocks_equal_the_dense_path(dtype, needs, monkeypatch):
     while type(node).__name__ != "_KANLayerBackward":
         node = node.next_functions[0][0]
     assert node.saved_tensors[-1].numel() == 0  # no padded weight kept for the backward pass
-    monkeypatch.setattr(layer_module, "_local_product_pays", lambda *shape: False)
+    monkeypatch.setattr(layer_module, "_local_product_pays", lambda *shape, **options: False)
     dense = results()
     tolerance = 1e-12 if dtype == torch.float64 else 2e-5
     for ours, theirs in zip(local, dense):
@@ -379,7 +379,7 @@ def test_fused_layer_with_edge_norms_equals_the_dense_path(dtype, k, kind, base_
     layer, x = _random_layer(n_in, n_out, k, kind, base_fun, dtype, generator)
     grad = torch.randn(300, n_out, generator=generator, dtype=torch.float64).to(dtype)
     grad_norms = torch.randn(n_out, n_in, generator=generator, dtype=torch.float64).to(dtype)
-    monkeypatch.setattr(layer_module, "_local_product_pays", lambda *shape: True)
+    monkeypatch.setattr(layer_module, "_local_product_pays", lambda *shape, **options: True)
     fused = _regularised_results(layer, x, grad, grad_norms)
     assert "_KANLayerBackward" in _graph_names(layer.forward_with_edge_norms(x)[1])
     with native.disabled():
