@@ -460,9 +460,9 @@ def test_local_product_is_taken_where_it_pays():
     # without AVX-512 the blocks wait for 8 bases per input in float32 and 9 in float64 (the
     # dense product below), except on layers of up to 128 x 128 edges
     assert not narrow(256, 256, 7) and not narrow(784, 64, 7, batch=256) and not narrow(129, 128, 7)
-    assert narrow(256, 256, 8) and narrow(784, 64, 8, batch=256) and not narrow(256, 256, 8, double=True)
-    assert narrow(256, 256, 9, double=True) and narrow(784, 64, 13, batch=256) and narrow(128, 128, 7, batch=64)
-    assert narrow(128, 128, 7, batch=64, double=True)
+    assert narrow(256, 256, 8) and narrow(784, 64, 8, batch=256) and not narrow(256, 256, 8, float64=True)
+    assert narrow(256, 256, 9, float64=True) and narrow(784, 64, 13, batch=256) and narrow(128, 128, 7, batch=64)
+    assert narrow(128, 128, 7, batch=64, float64=True)
     assert not pays(64, 64, 13, edge_norms=True) and not pays(64, 10, 13)  # entry by entry: later
     assert pays(64, 64, 53, edge_norms=True) and pays(256, 256, 103, edge_norms=True)
     model = KAN([2, 3, 1], grid=5, seed=0, dtype=torch.float64)

@@ -41,7 +41,7 @@ def fusable(layers: Sequence[KANLinear], x: torch.Tensor, edge_norms: bool) -> b
                 or layer.k > 5 or layer.coef.dtype != x.dtype or layer._forward_hooks or layer._forward_pre_hooks):
             return False
         if not layer_module._local_product_pays(layer.in_features, layer.out_features, layer.n_basis, edge_norms, batch,
-                                                double=x.dtype == torch.float64):
+                                                float64=x.dtype == torch.float64):
             return False
     return True
 

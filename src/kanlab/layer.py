@@ -104,12 +104,13 @@ class _FeatureWeight(torch.autograd.Function):
 
 
 def _local_product_pays(n_in: int, n_out: int, n_basis: int, edge_norms: bool = False, batch: int = 1024,
-                        wide_vectors: bool | None = None, double: bool = False) -> bool:
+                        wide_vectors: bool | None = None, float64: bool = False) -> bool:
     """Whether the compiled local product (``batch * in * (k + 1) * out`` multiply-adds and the
     residual's matrix products) beats the dense features and matrix product (``batch * in * (G +
     k + 1) * out``, at matmul speed) for this layer shape and batch. ``wide_vectors``: whether
-    the kernel has AVX-512 (default: what torch reports for this CPU); ``double``: float64.
-    Measured on 2 cores (fwd+bwd, float32 and float64, gradients cleared between steps):
+    the kernel has AVX-512 (default: what torch reports for this CPU); ``float64``: whether the
+    layer runs in float64. Measured on 2 cores (fwd+bwd, float32 and float64, gradients cleared
+    between steps):
 
     - layers of at most 6 inputs and fewer than 16 outputs break even at G = 5 and win from there
       on (0.5x at G = 50);
@@ -132,7 +133,7 @@ def _local_product_pays(n_in: int, n_out: int, n_basis: int, edge_norms: bool = 
     if n_in > 6 and n_out >= 16 and not edge_norms and (batch >= 256 or n_in * n_out <= 16384):  # takes_blocks
         if _has_wide_vectors() if wide_vectors is None else wide_vectors:
             return True
-        if n_basis >= (9 if double else 8) or n_in * n_out <= 16384:
+        if n_basis >= (9 if float64 else 8) or n_in * n_out <= 16384:
             return True
     return n_basis >= 24 * max(1, n_out // 64)
 
@@ -399,7 +400,7 @@ class KANLinear(nn.Module):
         if self.k > 5 or not native.usable(flat, self.k):
             return False
         return _local_product_pays(self.in_features, self.out_features, self.n_basis, edge_norms, flat.shape[0],
-                                   double=flat.dtype == torch.float64)
+                                   float64=flat.dtype == torch.float64)
 
     def basis(self, x: torch.Tensor) -> torch.Tensor:
         """B-spline bases ``(*, in, G + k)`` of this layer's knots at ``x`` ``(*, in)``."""
