@@ -1129,6 +1129,35 @@ inline T horizontal_sum(V v) {
 // residual, a NaN input sends it entry by entry, whose features make the NaN rows.
 bool takes_blocks(const LocalShape& shape) { return shape.n_in > kNarrow && shape.n_out >= kWideOut; }
 
+// The fused layer's padded weight tile by tile, where its blocks read it on AVX2 (coarse grids;
+// tiled_layout): input i's spline rows (rows = padded_rows - 1 of them) at i * rows * n_out,
+// tile after tile of for_each_tile, the tile from t0 of width w a (rows, w) piece at t0 * rows;
+// then the residual rows (n_in, n_out). Same size as the row-major weight. An interval's rows of
+// a tile lie in one run instead of lines n_out apart, where the blocked forward waited on each
+// interval's loads. x's gradient reads an entry's rows across all tiles: kept within the input's
+// rows, their lines spread over the cache's sets (tiles of all inputs apart put them in one set,
+// and x's gradient took 1.5x as long).
+bool tiled_layout(const LocalShape& shape, const at::Tensor& x, bool with_base) {
+  return kVectorBytes < 64 && takes_blocks(shape) && shape.padded_rows < kFineRows &&
+         (with_base || !at::isnan(x).any().item<bool>());
+}
+
+// The tile of for_each_tile holding output o: its first output t0 and its width.
+template <typename T>
+inline void tile_containing(int64_t o, int64_t n_out, int64_t& t0, int64_t& width) {
+  constexpr int64_t kLanes = kVectorBytes / sizeof(T), kTile = kTileBytes / sizeof(T);
+  const int64_t full = n_out / kTile * kTile, vectors = (n_out - full) / kLanes * kLanes;
+  if (o < full) t0 = o / kTile * kTile, width = kTile;
+  else if (o < full + vectors) t0 = full, width = vectors;
+  else t0 = full + vectors, width = n_out - t0;
+}
+
+// The tiled layout's residual rows, (n_in, n_out).
+at::Tensor tiled_residual(const at::Tensor& padded, const LocalShape& shape) {
+  const int64_t spline = shape.n_in * (shape.padded_rows - 1) * shape.n_out;
+  return padded.view({-1}).narrow(0, spline, shape.n_in * shape.n_out).view({shape.n_in, shape.n_out});
+}
+
 // One block's entries of inputs [first_input, first_input + n_in) (of stride in all), input by
 // input, sorted by interval: the block's i-th input's entries in interval s are [first[s],
 // first[s + 1]) of first = start + i * (n_spans + 1), entry j the block's sample sample[i *
@@ -1235,15 +1264,67 @@ inline void copy_tile(const T* G, int64_t count, int64_t n_out, int64_t t0, int6
   for (int64_t b = 0; b < count; ++b) std::copy(G + b * n_out + t0, G + b * n_out + t0 + width, tile + b * kTile);
 }
 
+// Entries interval_forward takes at a time (each with kVectors running sums started from its tile
+// row), so that several chains of FMAs are in flight: as many as AVX2's 16 registers hold beside
+// the interval's K + 1 rows and a broadcast, at most 3 (a standalone loop took 0.8x the time of
+// one at a time); AVX-512 keeps one at a time, as measured there.
+constexpr int interleaved_entries(int k, int vectors) {
+  if (kVectorBytes == 64) return 1;
+  for (int e = 3; e > 1; --e)
+    if ((k + 1 + e) * vectors + 1 <= 16) return e;
+  return 1;
+}
+
+// interval_forward's entries interleaved_entries at a time (kVectors > 0), the leftovers one by
+// one; out of line, where the caller's pointers do not crowd the registers (inlined, the rows
+// were spilled to the stack).
+template <typename T, int K, int kVectors>
+__attribute__((noinline)) void interleaved_interval_forward(const T* w, int64_t row_stride, const int32_t* samples,
+                                                            const T* values, int32_t j0, int32_t j1, T* tile) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t kLanes = kVectorBytes / sizeof(T), kTile = kTileBytes / sizeof(T);
+  constexpr int kEntries = interleaved_entries(K, kVectors);
+  V rows[K + 1][kVectors];
+  load_rows<V, K, kVectors>(w, row_stride, rows);
+  int32_t j = j0;
+  for (; j + kEntries <= j1; j += kEntries) {
+    T* o[kEntries];
+    V sums[kEntries][kVectors];
+    for (int e = 0; e < kEntries; ++e) {
+      o[e] = tile + samples[j + e] * kTile;
+      for (int q = 0; q < kVectors; ++q) sums[e][q] = load_vector<V>(o[e] + q * kLanes);
+    }
+    for (int r = 0; r <= K; ++r)
+      for (int e = 0; e < kEntries; ++e) {
+        const V v = splat<V>(values[(j + e) * (K + 1) + r]);
+        for (int q = 0; q < kVectors; ++q) sums[e][q] += v * rows[r][q];
+      }
+    for (int e = 0; e < kEntries; ++e)
+      for (int q = 0; q < kVectors; ++q) store_vector(o[e] + q * kLanes, sums[e][q]);
+  }
+  for (; j < j1; ++j) {
+    T* o = tile + samples[j] * kTile;
+    V sums[kVectors];
+    for (int q = 0; q < kVectors; ++q) sums[q] = load_vector<V>(o + q * kLanes);
+    for (int r = 0; r <= K; ++r) {
+      const V v = splat<V>(values[j * (K + 1) + r]);
+      for (int q = 0; q < kVectors; ++q) sums[q] += v * rows[r][q];
+    }
+    for (int q = 0; q < kVectors; ++q) store_vector(o + q * kLanes, sums[q]);
+  }
+}
+
 // One interval's entries [j0, j1) added into a tile's sums (the block's rows, kTile apart): each
 // entry's sum_r v_r * w[r * row_stride, :width], the interval's K + 1 rows of the tile (w)
-// loaded into registers once for all its entries.
+// loaded into registers once for all its entries; on AVX2 interleaved_interval_forward.
 template <typename T, int K, int kVectors>
 inline void interval_forward(const T* w, int64_t row_stride, const int32_t* samples, const T* values, int32_t j0,
                              int32_t j1, int64_t width, T* tile) {
   using V = typename Simd<T>::V;
   constexpr int64_t kLanes = kVectorBytes / sizeof(T), kTile = kTileBytes / sizeof(T);
-  if constexpr (kVectors > 0) {
+  if constexpr (kVectors > 0 && interleaved_entries(K, kVectors) > 1) {
+    interleaved_interval_forward<T, K, kVectors>(w, row_stride, samples, values, j0, j1, tile);
+  } else if constexpr (kVectors > 0) {
     V rows[K + 1][kVectors];
     load_rows<V, K, kVectors>(w, row_stride, rows);
     for (int32_t j = j0; j < j1; ++j) {
@@ -1285,20 +1366,35 @@ inline void add_tile(const T* tile, int64_t count, int64_t width, int64_t n_out,
   }
 }
 
+// A tile's piece of a row, width values from source to target: kVectors whole vectors (width
+// kVectors vectors), or element by element for the last few (kVectors 0); std::copy calls
+// memmove for each piece.
+template <typename T, int kVectors>
+inline void copy_piece(const T* source, int64_t width, T* target) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t kLanes = kVectorBytes / sizeof(T);
+  if constexpr (kVectors > 0)
+    for (int q = 0; q < kVectors; ++q) store_vector(target + q * kLanes, load_vector<V>(source + q * kLanes));
+  else
+    for (int64_t l = 0; l < width; ++l) target[l] = source[l];
+}
+
 // out[b, :] (the block's rows, n_out apart) += the spline part of each entry: sum_r v_r * W[i,
-// s + r, :], W the padded weight (n_in, padded_rows, n_out).
+// s + r, :], W the padded weight (n_in, padded_rows, n_out), or with tiled in the tiled layout.
 template <typename T, int K>
 void block_forward(const SortedBlock<T, K>& block, const T* W, int64_t padded_rows, int64_t n_out, int64_t count,
-                   T* out) {
+                   T* out, bool tiled) {
   constexpr int64_t kTile = kTileBytes / sizeof(T);
   AlignedVector<T> scratch(count * kTile);  // the block's rows of the tile, contiguous (as copy_tile's)
+  const int64_t rows = tiled ? padded_rows - 1 : padded_rows;  // rows per input
   for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
     T* tile = scratch.data();
     std::fill(tile, tile + count * kTile, T(0));
+    const int64_t row_stride = tiled ? width : n_out;
     for_each_interval(block, [&](int64_t i, int64_t s, const int32_t* samples, const T* values, const T*,
                                  int32_t j0, int32_t j1) {
-      interval_forward<T, K, decltype(vectors)::value>(W + (i * padded_rows + s) * n_out + t0, n_out, samples,
-                                                       values, j0, j1, width, tile);
+      const T* w = tiled ? W + i * rows * n_out + t0 * rows + s * width : W + (i * rows + s) * n_out + t0;
+      interval_forward<T, K, decltype(vectors)::value>(w, row_stride, samples, values, j0, j1, width, tile);
     });
     add_tile(tile, count, width, n_out, out + t0);
   });
@@ -1389,16 +1485,20 @@ inline void tile_input_gradient(const SortedBlock<T, K>& block, const T* tile, i
   }, begin, end);
 }
 
-// The block's weight gradient (tile_weight_gradient), tile by tile of G's rows (n_out apart).
+// The block's weight gradient (tile_weight_gradient), tile by tile of G's rows (n_out apart),
+// into the block's inputs' weight gradient laid out tile-major (the tile from t0 of width w is
+// (inputs, padded_rows, w) at t0 * inputs * padded_rows): an interval's sums go into rows that lie
+// in one stream, where rows n_out apart left the loop waiting on each interval's last stores.
 template <typename T, int K>
 void block_weight_gradient(const SortedBlock<T, K>& block, const T* G, int64_t padded_rows, int64_t n_out,
-                           int64_t count, T* grad_w) {
+                           int64_t count, T* tiled_grad_w) {
   constexpr int64_t kTile = kTileBytes / sizeof(T);
   AlignedVector<T> scratch(count * kTile);  // the block's rows of G's tile (copy_tile)
   for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
     copy_tile(G, count, n_out, t0, width, scratch.data());
-    tile_weight_gradient<T, K, decltype(vectors)::value>(block, scratch.data(), kTile, t0, width, padded_rows, n_out,
-                                                         grad_w);
+    tile_weight_gradient<T, K, decltype(vectors)::value>(block, scratch.data(), kTile, 0, width, padded_rows, width,
+                                                         tiled_grad_w + t0 * block.n_in * padded_rows,
+                                                         block.first_input);
   });
 }
 
@@ -1435,22 +1535,61 @@ __attribute__((noinline)) T entry_input_gradient(const T* w, int64_t n_out, cons
   return total;
 }
 
+// entry_input_gradient from the tiled layout (W_tiled the spline rows, rows per input, the
+// entry's input i and interval s): the same sums, a whole tile (two vectors) at a time and
+// kTile * rows on to the next; the last few outputs' tiles as they come.
+template <typename T, int K>
+__attribute__((noinline)) T tiled_entry_input_gradient(const T* W_tiled, int64_t rows, int64_t i, int64_t s,
+                                                       int64_t n_out, const T* g, const T* slopes) {
+  using V = typename Simd<T>::V;
+  constexpr int64_t kLanes = kVectorBytes / sizeof(T), kTile = kTileBytes / sizeof(T), kHalves = kTile / kLanes;
+  static_assert(kHalves == 2, "AVX2's tiles are two vectors");
+  V sv[K + 1];
+  for (int r = 0; r <= K; ++r) sv[r] = splat<V>(slopes[r]);
+  V sums[2] = {};
+  const int64_t full = n_out / kTile * kTile, tile_stride = kTile * rows;
+  const T* input_rows = W_tiled + i * rows * n_out;
+  const T* w = input_rows + s * kTile;
+  for (int64_t o = 0; o < full; o += kTile, w += tile_stride)
+    for (int h = 0; h < kHalves; ++h) {
+      V row = sv[0] * load_vector<V>(w + h * kLanes);
+      for (int r = 1; r <= K; ++r) row += sv[r] * load_vector<V>(w + r * kTile + h * kLanes);
+      sums[h] += row * load_vector<V>(g + o + h * kLanes);
+    }
+  T total = horizontal_sum<T>(sums[0] + sums[1]);
+  for (int64_t t0 = full, width = 0; t0 < n_out; t0 += width) {
+    int64_t first;
+    tile_containing<T>(t0, n_out, first, width);
+    const T* wt = input_rows + t0 * rows + s * width;
+    for (int64_t l = 0; l < width; ++l) {
+      T u = slopes[0] * wt[l];
+      for (int r = 1; r <= K; ++r) u += slopes[r] * wt[r * width + l];
+      total += u * g[t0 + l];
+    }
+  }
+  return total;
+}
+
 // The block's part of x's gradient; the caller zeroes the rows, and entries outside the knots
 // keep 0. With AVX-512, tile by tile of G's rows (n_out apart, tile_input_gradient); without,
-// entry by entry along whole rows (entry_input_gradient).
+// entry by entry along whole rows (entry_input_gradient, or from the tiled layout
+// tiled_entry_input_gradient).
 template <typename T, int K>
 void block_input_gradient(const SortedBlock<T, K>& block, const T* G, const T* W, int64_t padded_rows,
-                          int64_t n_out, int64_t count, T* result) {
+                          int64_t n_out, int64_t count, T* result, bool tiled) {
   if constexpr (kVectorBytes < 64) {
     for_each_interval(block, [&](int64_t i, int64_t s, const int32_t* samples, const T*, const T* slopes, int32_t j0,
                                  int32_t j1) {
       const T* w = W + (i * padded_rows + s) * n_out;
       for (int32_t j = j0; j < j1; ++j)
         result[samples[j] * block.stride + i] +=
-            entry_input_gradient<T, K>(w, n_out, G + samples[j] * n_out, slopes + j * (K + 1));
+            tiled ? tiled_entry_input_gradient<T, K>(W, padded_rows - 1, i, s, n_out, G + samples[j] * n_out,
+                                                     slopes + j * (K + 1))
+                  : entry_input_gradient<T, K>(w, n_out, G + samples[j] * n_out, slopes + j * (K + 1));
     });
     return;
   }
+  TORCH_CHECK(!tiled, "AVX-512's blocks take the row-major padded weight");
   constexpr int64_t kTile = kTileBytes / sizeof(T);
   AlignedVector<T> scratch(count * kTile);  // the block's rows of G's tile (copy_tile)
   for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
@@ -1485,12 +1624,13 @@ template <typename T, int K>
 void fine_product(const Intervals<T>& intervals, const at::Tensor& knots, const T* X, const T* W,
                   const EdgeTargets<T>* edges, const LocalShape& shape, T* out);
 
-// The spline part of a wide layer's output, added into out (batch, n_out); on fine grids with
-// more than one thread, by ranges of inputs (fine_product).
+// The spline part of a wide layer's output, added into out (batch, n_out), W in the tiled layout
+// where tiled says so; on fine grids with more than one thread, by ranges of inputs (fine_product).
 template <typename T, int K>
 void blocked_product(const Intervals<T>& intervals, const at::Tensor& knots, const T* X, const T* W,
-                     const LocalShape& shape, T* out) {
+                     const LocalShape& shape, T* out, bool tiled) {
   if (shape.padded_rows >= kFineRows && std::min<int64_t>(at::get_num_threads(), shape.n_in) > 1) {
+    TORCH_CHECK(!tiled, "fine grids take the row-major padded weight");
     fine_product<T, K>(intervals, knots, X, W, nullptr, shape, out);
     return;
   }
@@ -1503,7 +1643,7 @@ void blocked_product(const Intervals<T>& intervals, const at::Tensor& knots, con
     for (int64_t index = begin; index < end; ++index) {
       const int64_t b0 = index * block, count = std::min(block, shape.batch - b0);
       sorted.build(locate, nullptr, X, b0, count);
-      block_forward(sorted, W, shape.padded_rows, shape.n_out, count, out + b0 * shape.n_out);
+      block_forward(sorted, W, shape.padded_rows, shape.n_out, count, out + b0 * shape.n_out, tiled);
     }
   });
 }
@@ -1842,14 +1982,15 @@ void fine_blocked_backward(const Locator<T>& locate_values, const Locator<T>& lo
 
 // The spline part of a wide layer's gradients: x's into grad_x (batch, n_in) where given, the
 // padded weight's into grad_w (n_in, padded_rows, n_out) where given; on fine grids, edges gives
-// the parameters instead of W and asks for their gradients (fine_blocked_backward). Threads take ranges of
-// inputs, each going through all the blocks of samples for its own inputs, so each writes its
-// own rows of grad_w and its own columns of grad_x: one weight gradient, no per-thread copies
-// to zero and sum.
+// the parameters instead of W and asks for their gradients (fine_blocked_backward); W is in the
+// tiled layout where tiled says so. Threads take ranges of inputs, each going through all the
+// blocks of samples for its own inputs, so each writes its own rows of grad_w and its own
+// columns of grad_x: one weight gradient, no per-thread copies to zero and sum. On coarse grids
+// a thread sums its rows tile-major (block_weight_gradient) and rearranges them at the end.
 template <typename T, int K>
 void blocked_backward(const Intervals<T>& values, const Intervals<T>& slopes, const at::Tensor& knots, const T* X,
                       const T* G, const T* W, const LocalShape& shape, T* grad_x, T* grad_w,
-                      const EdgeTargets<T>* edges = nullptr) {
+                      const EdgeTargets<T>* edges = nullptr, bool tiled = false) {
   at::Tensor value_lanes, slope_lanes;
   const Locator<T> locate_values = column_locator(values, knots, value_lanes);
   const Locator<T> locate_slopes = column_locator(slopes, knots, slope_lanes);
@@ -1864,27 +2005,35 @@ void blocked_backward(const Intervals<T>& values, const Intervals<T>& slopes, co
   TORCH_CHECK(edges == nullptr, "only fine grids take the parameters' gradients in the blocks");
   at::parallel_for(0, n_in, 1, [&](int64_t begin, int64_t end) {
     SortedBlock<T, K> sorted(begin, end - begin, n_in, n_spans, block, grad_x != nullptr);
-    if (grad_w != nullptr) std::fill(grad_w + begin * row_size, grad_w + end * row_size, T(0));
+    // these inputs' weight gradient, tile-major (block_weight_gradient), then rearranged into grad_w
+    AlignedVector<T> tiled_grad(grad_w != nullptr ? (end - begin) * row_size : 0);
     for (int64_t index = 0; index < n_blocks; ++index) {
       const int64_t b0 = index * block, count = std::min(block, shape.batch - b0);
       sorted.build(locate_values, grad_x != nullptr ? &locate_slopes : nullptr, X, b0, count);
-      if (grad_w != nullptr) block_weight_gradient(sorted, G + b0 * n_out, shape.padded_rows, n_out, count, grad_w);
+      if (grad_w != nullptr) block_weight_gradient(sorted, G + b0 * n_out, shape.padded_rows, n_out, count, tiled_grad.data());
       if (grad_x != nullptr)
-        block_input_gradient(sorted, G + b0 * n_out, W, shape.padded_rows, n_out, count, grad_x + b0 * n_in);
+        block_input_gradient(sorted, G + b0 * n_out, W, shape.padded_rows, n_out, count, grad_x + b0 * n_in, tiled);
     }
+    if (grad_w != nullptr)
+      for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
+        const T* source = tiled_grad.data() + t0 * (end - begin) * shape.padded_rows;
+        for (int64_t row = 0; row < (end - begin) * shape.padded_rows; ++row)
+          copy_piece<T, decltype(vectors)::value>(source + row * width, width, grad_w + begin * row_size + row * n_out + t0);
+      });
   });
 }
 
-// out (batch, n_out) from the padded weight (see padded_weight).
+// out (batch, n_out) from the padded weight (see padded_weight), given in the tiled layout where
+// tiled says so (the fused layer's, tiled_layout).
 at::Tensor product_from_padded(const at::Tensor& x, const std::optional<at::Tensor>& base, const at::Tensor& knots,
                                const std::optional<at::Tensor>& table, int64_t k,
                                const std::optional<at::Tensor>& cardinal, const std::optional<at::Tensor>& start,
                                const std::optional<at::Tensor>& step, const at::Tensor& padded,
-                               const LocalShape& shape) {
+                               const LocalShape& shape, bool tiled = false) {
   const bool with_base = base.has_value();
-  const bool blocks = takes_blocks(shape) && (with_base || !at::isnan(x).any().item<bool>());
-  at::Tensor result = blocks && with_base ? at::mm(*base, padded.select(1, shape.padded_rows - 1))
-                                          : at::zeros({shape.batch, shape.n_out}, x.options());
+  const bool blocks = tiled || (takes_blocks(shape) && (with_base || !at::isnan(x).any().item<bool>()));
+  const at::Tensor residual = tiled ? tiled_residual(padded, shape) : padded.select(1, shape.padded_rows - 1);
+  at::Tensor result = blocks && with_base ? at::mm(*base, residual) : at::zeros({shape.batch, shape.n_out}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "local_product", [&] {
     using T = scalar_t;
     const T *X = x.const_data_ptr<T>(), *R = with_base ? base->const_data_ptr<T>() : nullptr;
@@ -1896,7 +2045,7 @@ at::Tensor product_from_padded(const at::Tensor& x, const std::optional<at::Tens
       constexpr int K = decltype(degree)::value;
       if constexpr (K > 0) {
         if (blocks) {
-          blocked_product<T, K>(intervals_, knots, X, W, shape, out);
+          blocked_product<T, K>(intervals_, knots, X, W, shape, out, tiled);
           return;
         }
         for_each_chunk<T, K, K + 1>(
@@ -1923,13 +2072,14 @@ at::Tensor product_from_padded(const at::Tensor& x, const std::optional<at::Tens
 // grad_base, parts), each computed only where asked (an empty tensor otherwise); parts are the
 // padded weight gradient's per-thread copies, (copies, in, padded_rows, n_out), to be summed.
 // derivative_table / cardinal_derivative give the bases' x-derivatives, as in
-// basis_features_backward.
+// basis_features_backward. The padded weight in the tiled layout where tiled says so; its
+// gradient's parts are row-major in any case.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> product_backward_from_padded(
     const at::Tensor& grad, const at::Tensor& x, const std::optional<at::Tensor>& base, const at::Tensor& knots,
     const std::optional<at::Tensor>& table, const std::optional<at::Tensor>& derivative_table, int64_t k,
     const std::optional<at::Tensor>& cardinal, const std::optional<at::Tensor>& cardinal_derivative,
     const std::optional<at::Tensor>& start, const std::optional<at::Tensor>& step, const at::Tensor& padded,
-    const LocalShape& shape, bool need_x, bool need_base, bool need_weight) {
+    const LocalShape& shape, bool need_x, bool need_base, bool need_weight, bool tiled = false) {
   const bool with_base = base.has_value();
   const int64_t batch = shape.batch, n_in = shape.n_in, n_out = shape.n_out, padded_rows = shape.padded_rows;
   TORCH_CHECK(grad.dim() == 2 && grad.size(0) == batch && grad.size(1) == n_out, "grad must be (batch, out)");
@@ -1938,7 +2088,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> product_backward_from_padded(
   // a narrow layer with few outputs takes every gradient in one pass by columns (column_backward)
   const bool by_columns = n_in <= kNarrow && n_out < kWideOut;
   at::Tensor grad_base = by_columns && need_base && with_base ? at::empty_like(x) : at::empty({0}, x.options());
-  const bool blocks = takes_blocks(shape) && (with_base || !at::isnan(x).any().item<bool>());
+  const bool blocks = tiled || (takes_blocks(shape) && (with_base || !at::isnan(x).any().item<bool>()));
   const int64_t n_threads = need_weight ? at::get_num_threads() : 0;
   const int64_t spread = n_out >= kWideOut ? 1 : kSpread, copy_size = n_in * padded_rows * n_out;
   // the blocks write one part, each thread zeroing its own inputs' rows (in parallel, while in cache)
@@ -1957,7 +2107,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> product_backward_from_padded(
           const Intervals<T> slopes =
               need_x ? intervals<T>(knots, derivative_table, cardinal_derivative, start, step, k) : values;
           blocked_backward<T, K>(values, slopes, knots, X, G, W, shape, need_x ? grad_x.data_ptr<T>() : nullptr,
-                                 need_weight ? parts.data_ptr<T>() : nullptr);
+                                 need_weight ? parts.data_ptr<T>() : nullptr, nullptr, tiled);
           return;
         }
         if (by_columns) {
@@ -2031,7 +2181,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> product_backward_from_padded(
     });
   });
   // grad_base[b, i] = <weight[i, residual row, :], grad[b, :]>: one small matrix product
-  if (need_base && with_base && !by_columns) grad_base = at::mm(g, padded.select(1, padded_rows - 1).t());
+  if (need_base && with_base && !by_columns)
+    grad_base = at::mm(g, (tiled ? tiled_residual(padded, shape) : padded.select(1, padded_rows - 1)).t());
   // the blocks leave the residual row's weight gradient to a matrix product too
   if (blocks && need_weight && with_base) parts.select(0, 0).select(1, padded_rows - 1).add_(at::mm(base->t(), g));
   return {grad_x, grad_base, need_weight ? parts : at::empty({0}, x.options())};
@@ -2070,7 +2221,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> local_product_backward(
 // and computes the silu residual itself, so a small KAN's training step is one call per layer
 // forward and one backward, instead of a dozen small tensor operations and their graph nodes.
 // Padded row k + m of input i holds (mask * scale_sp)[o, i] * coef[o, i, m] for output o, the
-// last row (mask * scale_base)[o, i], the products in the order of the torch path's.
+// last row (mask * scale_base)[o, i], the products in the order of the torch path's. Where the
+// layer goes in coarse blocks on AVX2 the rows are kept in the tiled layout (tiled_layout), which
+// the forward pass and the backward pass (given the forward's weight or building it again) both
+// read; the padded weight a caller gets back is only for kan_layer_backward.
 
 namespace {
 
@@ -2170,9 +2324,12 @@ void gradients_from_one_part(const T* P, const T* C, const T* S, const T* M, con
 }
 #endif
 
+// The fused layer's padded weight, row-major (n_in, padded_rows, n_out) or, with tiled, in the
+// tiled layout (tiled_layout; AVX2 only).
 at::Tensor layer_padded_weight(const at::Tensor& coef, const at::Tensor& scale_sp,
                                const std::optional<at::Tensor>& scale_base, const at::Tensor& mask,
-                               const LocalShape& shape, int64_t k) {
+                               const LocalShape& shape, int64_t k, bool tiled = false) {
+  TORCH_CHECK(!tiled || kVectorBytes < 64, "the tiled layout is AVX2's");
   at::Tensor padded = at::empty({shape.n_in, shape.padded_rows, shape.n_out}, coef.options());
   AT_DISPATCH_FLOATING_TYPES(coef.scalar_type(), "layer_padded_weight", [&] {
     using T = scalar_t;
@@ -2194,16 +2351,29 @@ at::Tensor layer_padded_weight(const at::Tensor& coef, const at::Tensor& scale_s
           for (int64_t m = 0; m < n_basis; ++m) column[m * kSpan] = spline_scale * C[edge * n_basis + m];
           if (B != nullptr) column[n_basis * kSpan] = M[edge] * B[edge];
         }
+      // row r of input i, outputs [o0, o0 + outputs), from source (nullptr: zeros)
+      const auto put = [&](int64_t i, int64_t r, const T* source) {
+        const auto write = [&](const T* from, int64_t count, T* to) {
+          if (from != nullptr) std::copy(from, from + count, to);
+          else std::fill(to, to + count, T(0));
+        };
+        if (!tiled) return write(source, outputs, P + (i * rows + r) * n_out + o0);
+        if (r == rows - 1) return write(source, outputs, P + n_in * (rows - 1) * n_out + i * n_out + o0);
+        for (int64_t o = o0, t0, tile_width; o < o0 + outputs;) {  // piece by piece of the tiles
+          tile_containing<T>(o, n_out, t0, tile_width);
+          const int64_t end = std::min(o0 + outputs, t0 + tile_width);
+          write(source != nullptr ? source + (o - o0) : nullptr, end - o,
+                P + i * (rows - 1) * n_out + t0 * (rows - 1) + r * tile_width + (o - t0));
+          o = end;
+        }
+      };
       for (int64_t a = 0; a < inputs; ++a) {
         const T* source = block + a * width * kSpan;
-        T* target = P + (i0 + a) * rows * n_out + o0;
-        for (int64_t m = 0; m < n_basis; ++m)
-          std::copy(source + m * kSpan, source + m * kSpan + outputs, target + (k + m) * n_out);
-        if (B != nullptr) std::copy(source + n_basis * kSpan, source + n_basis * kSpan + outputs, target + (rows - 1) * n_out);
-        else std::fill(target + (rows - 1) * n_out, target + (rows - 1) * n_out + outputs, T(0));
+        for (int64_t m = 0; m < n_basis; ++m) put(i0 + a, k + m, source + m * kSpan);
+        put(i0 + a, rows - 1, B != nullptr ? source + n_basis * kSpan : nullptr);
         for (int64_t r = 0; r < k; ++r) {  // the padding rows above and below the bases
-          std::fill(target + r * n_out, target + r * n_out + outputs, T(0));
-          std::fill(target + (k + n_basis + r) * n_out, target + (k + n_basis + r) * n_out + outputs, T(0));
+          put(i0 + a, r, nullptr);
+          put(i0 + a, k + n_basis + r, nullptr);
         }
       }
     });
@@ -2212,7 +2382,8 @@ at::Tensor layer_padded_weight(const at::Tensor& coef, const at::Tensor& scale_s
 }
 
 // What every fused-layer pass starts from: the shape, the padded weight (the forward pass's,
-// given, or built here) and the silu residual (none without scale_base).
+// given, or built here, in the tiled layout where tiled says so) and the silu residual (none
+// without scale_base).
 struct LayerInputs {
   LocalShape shape;
   at::Tensor padded;
@@ -2221,14 +2392,15 @@ struct LayerInputs {
 
 LayerInputs layer_inputs(const at::Tensor& x, const at::Tensor& knots, int64_t k, const at::Tensor& coef,
                          const at::Tensor& scale_sp, const std::optional<at::Tensor>& scale_base,
-                         const at::Tensor& mask, const std::optional<at::Tensor>& padded = std::nullopt) {
+                         const at::Tensor& mask, const std::optional<at::Tensor>& padded = std::nullopt,
+                         bool tiled = false) {
   const LocalShape shape = layer_shape(x, knots, k, coef, scale_sp, scale_base, mask);
   const bool given = padded.has_value() && padded->numel() > 0;  // the fine forward pass keeps none
   if (given)
     TORCH_CHECK(padded->sizes() == at::IntArrayRef({shape.n_in, shape.padded_rows, shape.n_out}) &&
                     padded->is_contiguous() && padded->scalar_type() == x.scalar_type(),
                 "padded must be the forward pass's padded weight of this layer");
-  return {shape, given ? *padded : layer_padded_weight(coef, scale_sp, scale_base, mask, shape, k),
+  return {shape, given ? *padded : layer_padded_weight(coef, scale_sp, scale_base, mask, shape, k, tiled),
           scale_base.has_value() ? std::optional<at::Tensor>(at::silu(x)) : std::nullopt};
 }
 
@@ -2379,8 +2551,9 @@ std::tuple<at::Tensor, at::Tensor> kan_layer(const at::Tensor& x, const at::Tens
   if (takes_fine_layer(shape, x, scale_base.has_value()))  // no padded weight to keep
     return {fine_layer_forward(x, knots, table, k, cardinal, start, step, coef, scale_sp, scale_base, mask, shape),
             at::empty({0}, x.options())};
-  const LayerInputs layer = layer_inputs(x, knots, k, coef, scale_sp, scale_base, mask);
-  return {product_from_padded(x, layer.base, knots, table, k, cardinal, start, step, layer.padded, layer.shape),
+  const bool tiled = tiled_layout(shape, x, scale_base.has_value());
+  const LayerInputs layer = layer_inputs(x, knots, k, coef, scale_sp, scale_base, mask, std::nullopt, tiled);
+  return {product_from_padded(x, layer.base, knots, table, k, cardinal, start, step, layer.padded, layer.shape, tiled),
           layer.padded};
 }
 
@@ -2401,11 +2574,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kan_layer_backward(
     return fine_layer_backward(grad, x, knots, table, derivative_table, k, cardinal, cardinal_derivative, start, step,
                                coef, scale_sp, scale_base, mask, shape, need_x, need_coef, need_scale_sp,
                                need_scale_base);
-  const LayerInputs layer = layer_inputs(x, knots, k, coef, scale_sp, scale_base, mask, padded);
+  const bool tiled = tiled_layout(shape, x, with_base);  // as the forward pass's
+  const LayerInputs layer = layer_inputs(x, knots, k, coef, scale_sp, scale_base, mask, padded, tiled);
   const bool need_weight = need_coef || need_scale_sp || need_scale_base;
   auto [grad_x, grad_base, parts] = product_backward_from_padded(
       grad, x, layer.base, knots, table, derivative_table, k, cardinal, cardinal_derivative, start, step, layer.padded,
-      layer.shape, need_x, need_x && with_base, need_weight);
+      layer.shape, need_x, need_x && with_base, need_weight, tiled);
   return layer_backward_result(x, grad_x, grad_base, parts, layer.shape, k, coef, scale_sp, mask, with_base, need_x,
                                need_coef, need_scale_sp, need_scale_base);
 }
