@@ -1440,17 +1440,28 @@ inline void tile_weight_gradient(const SortedBlock<T, K>& block, const T* tile, 
   }, begin, end);
 }
 
+// Where tile_input_gradient adds entry j of input i: its sample's row of x's gradient, or with
+// kEntrySums the first lane of its vector of running sums among the block's entries.
+template <bool kEntrySums, typename T, int K>
+inline T& entry_result(const SortedBlock<T, K>& block, T* result, const int32_t* samples, int64_t i, int32_t j) {
+  constexpr int64_t kLanes = kVectorBytes / sizeof(T);
+  if constexpr (kEntrySums) return result[((i - block.first_input) * block.capacity + j) * kLanes];
+  else return result[samples[j] * block.stride + i];
+}
+
 // The spline part of x's gradient from one tile of outputs: result[b, i] (the block's rows,
 // n_in apart) += sum_r slope_r * <W[i, s + r, tile], G[b, tile]>, G's tile rows `stride` apart,
 // an interval's rows loaded once for all its entries. W holds the tile's weight rows,
 // row_stride apart, padded_rows per input from input first_row_input on; the block's inputs
-// [begin, end) (end -1: all).
-template <typename T, int K, int kVectors>
+// [begin, end) (end -1: all). With kEntrySums, result holds a vector of running sums for each
+// of the block's entries instead (the a-th input's entry j at (a * capacity + j) * lanes), which
+// the tiles of a fine grid go through in one stream, reduced once after the last tile.
+template <typename T, int K, int kVectors, bool kEntrySums = false>
 inline void tile_input_gradient(const SortedBlock<T, K>& block, const T* tile, int64_t stride, const T* W,
                                 int64_t row_stride, int64_t width, int64_t padded_rows, T* result,
                                 int64_t first_row_input = 0, int64_t begin = 0, int64_t end = -1) {
   using V = typename Simd<T>::V;
-  const int64_t n_in = block.stride, n_out = row_stride;
+  const int64_t n_out = row_stride;
   for_each_interval(block, [&](int64_t i, int64_t s, const int32_t* samples, const T*, const T* slopes, int32_t j0,
                                int32_t j1) {
     const T* w = W + ((i - first_row_input) * padded_rows + s) * row_stride;
@@ -1467,7 +1478,12 @@ inline void tile_input_gradient(const SortedBlock<T, K>& block, const T* tile, i
           for (int r = 1; r <= K; ++r) u += d[r] * rows[r][q];
           dot += u * load_vector<V>(g + q * kLanes);
         }
-        result[samples[j] * n_in + i] += horizontal_sum<T>(dot);
+        if constexpr (kEntrySums) {
+          T* sums = &entry_result<true>(block, result, samples, i, j);
+          store_vector(sums, load_vector<V>(sums) + dot);
+        } else {
+          result[samples[j] * block.stride + i] += horizontal_sum<T>(dot);
+        }
       }
     } else {
       for (int32_t j = j0; j < j1; ++j) {
@@ -1479,7 +1495,7 @@ inline void tile_input_gradient(const SortedBlock<T, K>& block, const T* tile, i
           for (int r = 1; r <= K; ++r) u += d[r] * w[r * n_out + l];
           sum += u * g[l];
         }
-        result[samples[j] * n_in + i] += sum;
+        entry_result<kEntrySums>(block, result, samples, i, j) += sum;
       }
     }
   }, begin, end);
@@ -1648,9 +1664,15 @@ void blocked_product(const Intervals<T>& intervals, const at::Tensor& knots, con
   });
 }
 
+// Whether the rearrangements between coef's layout and the padded one go a square block of
+// vectors at a time, transposed in registers (AVX-512 and AVX2), or element by element.
+#if defined(__AVX512F__) || defined(__AVX2__)
+#define KANLAB_TRANSPOSES 1
+#endif
+
 #if defined(__AVX512F__)
-// Masked unaligned loads and stores of one 64-byte vector (the first lanes), for the
-// rearrangements between coef's layout and the padded one.
+// Masked unaligned loads and stores of one vector (the first lanes), for the rearrangements
+// between coef's layout and the padded one.
 template <typename T> struct MaskedVector;
 template <> struct MaskedVector<float> {
   using V = Simd<float>::V;
@@ -1716,18 +1738,87 @@ inline void transpose_block(Simd<double>::V (&rows)[8]) {
     rows[6 + c] = (Simd<double>::V)_mm512_shuffle_f64x2(v[2 + c], v[6 + c], 0xdd);
   }
 }
+#elif defined(__AVX2__)
+// AVX2's: the masks are vectors whose lanes' sign bits choose (maskload reads nothing, and
+// faults on nothing, outside them). Whole vectors go by plain loads and stores: Zen's masked
+// stores are microcoded (the fine forward's rows took 1.15x as long with them).
+struct AVX2Mask {
+  __m256i bits;
+  bool whole;  // every lane
+};
+template <typename T> struct MaskedVector;
+template <> struct MaskedVector<float> {
+  using V = Simd<float>::V;
+  typedef AVX2Mask Mask;
+  static Mask first(int64_t lanes) {
+    return {_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(lanes)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)),
+            lanes >= 8};
+  }
+  static V load(const float* p, Mask mask) {
+    return mask.whole ? load_vector<V>(p) : (V)_mm256_maskload_ps(p, mask.bits);
+  }
+  static void store(float* p, V v, Mask mask) {
+    if (mask.whole) store_vector(p, v);
+    else _mm256_maskstore_ps(p, mask.bits, (__m256)v);
+  }
+};
+template <> struct MaskedVector<double> {
+  using V = Simd<double>::V;
+  typedef AVX2Mask Mask;
+  static Mask first(int64_t lanes) {
+    return {_mm256_cmpgt_epi64(_mm256_set1_epi64x(lanes), _mm256_setr_epi64x(0, 1, 2, 3)), lanes >= 4};
+  }
+  static V load(const double* p, Mask mask) {
+    return mask.whole ? load_vector<V>(p) : (V)_mm256_maskload_pd(p, mask.bits);
+  }
+  static void store(double* p, V v, Mask mask) {
+    if (mask.whole) store_vector(p, v);
+    else _mm256_maskstore_pd(p, mask.bits, (__m256d)v);
+  }
+};
+
+// rows[r] lane c becomes rows[c] lane r: unpacks and shuffles within 128-bit lanes, then the
+// halves exchanged.
+inline void transpose_block(Simd<float>::V (&rows)[8]) {
+  __m256 t[8], u[8];
+  for (int p = 0; p < 4; ++p) {  // t[2p], lanes: a0 b0 a1 b1 | a4 b4 a5 b5 of rows a, b = 2p, 2p + 1
+    t[2 * p] = _mm256_unpacklo_ps((__m256)rows[2 * p], (__m256)rows[2 * p + 1]);
+    t[2 * p + 1] = _mm256_unpackhi_ps((__m256)rows[2 * p], (__m256)rows[2 * p + 1]);
+  }
+  for (int h = 0; h < 2; ++h) {  // u[4h + c]: column c | c + 4 of rows 4h .. 4h + 3
+    u[4 * h] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0x44);
+    u[4 * h + 1] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0xee);
+    u[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
+    u[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xee);
+  }
+  for (int c = 0; c < 4; ++c) {
+    rows[c] = (Simd<float>::V)_mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+    rows[4 + c] = (Simd<float>::V)_mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+  }
+}
+
+inline void transpose_block(Simd<double>::V (&rows)[4]) {
+  const __m256d t0 = _mm256_unpacklo_pd((__m256d)rows[0], (__m256d)rows[1]);  // a0 b0 | a2 b2
+  const __m256d t1 = _mm256_unpackhi_pd((__m256d)rows[0], (__m256d)rows[1]);  // a1 b1 | a3 b3
+  const __m256d t2 = _mm256_unpacklo_pd((__m256d)rows[2], (__m256d)rows[3]);
+  const __m256d t3 = _mm256_unpackhi_pd((__m256d)rows[2], (__m256d)rows[3]);
+  rows[0] = (Simd<double>::V)_mm256_permute2f128_pd(t0, t2, 0x20);
+  rows[1] = (Simd<double>::V)_mm256_permute2f128_pd(t1, t3, 0x20);
+  rows[2] = (Simd<double>::V)_mm256_permute2f128_pd(t0, t2, 0x31);
+  rows[3] = (Simd<double>::V)_mm256_permute2f128_pd(t1, t3, 0x31);
+}
 #endif
 
 // Input i's padded spline rows for the outputs [o0, o0 + outputs), outputs at most one vector:
 // rows[r * row_stride + l] for r < n_basis + 2k is row r of the padded weight at output o0 + l,
 // zero above and below the bases and mask * scale_sp * coef between (C, S, M: coef (out, in,
-// n_basis), scale_sp and mask (out, in)). With AVX-512 the outputs' coefficients (each a run of
-// coef) are loaded, scaled and transposed in registers, a vector of bases at a time.
+// n_basis), scale_sp and mask (out, in)). With AVX-512 or AVX2 the outputs' coefficients (each a run
+// of coef) are loaded, scaled and transposed in registers, a vector of bases at a time.
 template <typename T>
 inline void scaled_spline_rows(const T* C, const T* S, const T* M, const LocalShape& shape, int64_t k, int64_t i,
                                int64_t o0, int64_t outputs, T* rows, int64_t row_stride) {
   const int64_t n_in = shape.n_in, n_basis = shape.n_basis;
-#if defined(__AVX512F__)
+#if defined(KANLAB_TRANSPOSES)
   using Masked = MaskedVector<T>;
   using V = typename Simd<T>::V;
   constexpr int64_t kLanes = kVectorBytes / sizeof(T);
@@ -1849,15 +1940,15 @@ void fine_product(const Intervals<T>& intervals, const at::Tensor& knots, const 
 }
 
 // The parameters' gradients of input i's edges to outputs [o_begin, o_end) from its padded
-// weight-gradient rows (slab, (padded_rows, n_out)): grad_coef = g * (mask * scale_sp) and
-// grad_scale_sp = mask * sum_m g_m * coef_m. With AVX-512, a vector of outputs by a vector of
-// bases at a time: the rows' pieces loaded and transposed in registers, so that each edge's
-// bases come out as one vector.
+// weight-gradient rows (row r's gradient of output o at slab[r * row_stride + o - o_begin]):
+// grad_coef = g * (mask * scale_sp) and grad_scale_sp = mask * sum_m g_m * coef_m. With AVX-512
+// or AVX2, a vector of outputs by a vector of bases at a time: the rows' pieces loaded and
+// transposed in registers, so that each edge's bases come out as one vector.
 template <typename T>
-inline void input_edge_gradients(const T* slab, int64_t i, int64_t o_begin, int64_t o_end, const LocalShape& shape,
-                                 int64_t k, const EdgeTargets<T>& edges) {
-  const int64_t n_in = shape.n_in, n_out = shape.n_out, n_basis = shape.n_basis;
-#if defined(__AVX512F__)
+inline void input_edge_gradients(const T* slab, int64_t row_stride, int64_t i, int64_t o_begin, int64_t o_end,
+                                 const LocalShape& shape, int64_t k, const EdgeTargets<T>& edges) {
+  const int64_t n_in = shape.n_in, n_basis = shape.n_basis;
+#if defined(KANLAB_TRANSPOSES)
   using Masked = MaskedVector<T>;
   using V = typename Simd<T>::V;
   constexpr int64_t kLanes = kVectorBytes / sizeof(T);
@@ -1870,7 +1961,7 @@ inline void input_edge_gradients(const T* slab, int64_t i, int64_t o_begin, int6
       const auto basis_mask = Masked::first(bases);
       V block[kLanes];
       for (int64_t j = 0; j < kLanes; ++j)
-        block[j] = j < bases ? Masked::load(slab + (k + m0 + j) * n_out + o0, output_mask) : V{};
+        block[j] = j < bases ? Masked::load(slab + (k + m0 + j) * row_stride + o0 - o_begin, output_mask) : V{};
       transpose_block(block);  // block[l]: output o0 + l's gradients of bases m0 ..
       for (int64_t l = 0; l < outputs; ++l) {
         const int64_t edge = (o0 + l) * n_in + i;
@@ -1890,12 +1981,12 @@ inline void input_edge_gradients(const T* slab, int64_t i, int64_t o_begin, int6
   for (int64_t o = o_begin; o < o_end; ++o) {
     const int64_t edge = o * n_in + i;
     const T spline_scale = edges.mask[edge] * edges.scale_sp[edge];
-    const T* column = slab + k * n_out + o;
+    const T* column = slab + k * row_stride + o - o_begin;
     const T* c = edges.coef + edge * n_basis;
     T* grad_c = edges.grad_coef == nullptr ? nullptr : edges.grad_coef + edge * n_basis;
     T slope = T(0);
     for (int64_t m = 0; m < n_basis; ++m) {
-      const T g = column[m * n_out];
+      const T g = column[m * row_stride];
       if (grad_c != nullptr) grad_c[m] = g * spline_scale;
       slope += g * c[m];
     }
@@ -1907,22 +1998,28 @@ inline void input_edge_gradients(const T* slab, int64_t i, int64_t o_begin, int6
 // Fine grids (at least kFineRows padded rows per input) in the backward pass: an input's weight
 // and gradient rows outweigh a block's output gradient, so each should pass through memory once.
 // Threads take ranges of inputs, and go through them in groups whose weight-gradient rows fit in
-// kGroupBytes (half of L2, leaving room for the group's padded rows and entries): for each block of at most kFineSamples samples, each tile of outputs, and
-// each input of the group, the weight gradient and x's gradient. The output gradient is laid out
-// tile by tile once (each tile's rows contiguous) and shared by the threads.
+// kGroupBytes: for each block of at most kFineSamples samples, each tile of outputs, and each
+// input of the group, the weight gradient and x's gradient. The output gradient is laid out tile
+// by tile once (each tile's rows contiguous) and shared by the threads. x's gradient is summed
+// by the group's entries, a vector of sums each, across the tiles, and reduced and scattered
+// into grad_x once per block: a reduction and a scattered add per tile made x's gradient take
+// 1.3x as long on AVX2.
 //  - Given the padded weight W (the product of a weight built in torch), x's gradient reads it
 //    and the weight gradient goes into grad_w's rows.
 //  - Given the layer's parameters instead (edges), the group's padded rows of the tile are built
 //    in cache (tile_spline_rows) for x's gradient, and its weight-gradient rows of the tile go
-//    into a scratch of the group's rows, turned into coef's and scale_sp's gradients
-//    (input_edge_gradients) in the last block, while they and that part of coef are in cache: no
-//    padded weight and no padded gradient at all, and coef read once.
+//    into a scratch of the group's rows, tile-major (the tile from t0 of width w is (inputs,
+//    rows, w) at t0 * inputs * rows, so that an interval's sums go into one run), turned into
+//    coef's and scale_sp's gradients (input_edge_gradients) in the last block, while they and
+//    that part of coef are in cache: no padded weight and no padded gradient at all, and coef
+//    read once.
 constexpr int64_t kGroupBytes = 1 << 19;
 
 template <typename T, int K>
 void fine_blocked_backward(const Locator<T>& locate_values, const Locator<T>& locate_slopes, int64_t n_spans,
                            const T* X, const T* G, const T* W, const LocalShape& shape, T* grad_x, T* grad_w,
                            const EdgeTargets<T>* edges) {
+  using V = typename Simd<T>::V;
   constexpr int64_t kLanes = kVectorBytes / sizeof(T), kTile = kTileBytes / sizeof(T);
   const int64_t batch = shape.batch, n_in = shape.n_in, n_out = shape.n_out, rows = shape.padded_rows;
   TORCH_CHECK((W != nullptr) != (edges != nullptr), "the fine backward takes the padded weight or the parameters");
@@ -1942,6 +2039,9 @@ void fine_blocked_backward(const Locator<T>& locate_values, const Locator<T>& lo
     AlignedVector<T> scratch(to_edges ? sorted.n_in * rows * n_out : 0);
     const int64_t piece_rows = shape.n_basis + 2 * K;
     AlignedVector<T> pieces(grad_x != nullptr && W == nullptr ? sorted.n_in * piece_rows * kTile : 0);
+    // x's gradient by the group's entries (tile_input_gradient's kEntrySums), scattered into
+    // grad_x once a block's tiles are done
+    AlignedVector<T> entry_sums(grad_x != nullptr ? sorted.n_in * block * kLanes : 0);
     for (int64_t g0 = begin; g0 < end; g0 += group) {
       sorted.first_input = g0;
       sorted.n_in = std::min(group, end - g0);
@@ -1949,32 +2049,41 @@ void fine_blocked_backward(const Locator<T>& locate_values, const Locator<T>& lo
       for (int64_t index = 0; index < n_blocks; ++index) {
         const int64_t b0 = index * block, count = std::min(block, batch - b0);
         sorted.build(locate_values, grad_x != nullptr ? &locate_slopes : nullptr, X, b0, count);
+        if (grad_x != nullptr) std::fill(entry_sums.begin(), entry_sums.end(), T(0));
         for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
           constexpr int kVectors = decltype(vectors)::value;
           const T* tile = tiled.get() + t0 * batch + b0 * width;
-          T* result = grad_x == nullptr ? nullptr : grad_x + b0 * n_in;
+          T* result = grad_x == nullptr ? nullptr : entry_sums.data();
           if (W != nullptr) {
             if (grad_w != nullptr)
               tile_weight_gradient<T, K, kVectors>(sorted, tile, width, t0, width, rows, n_out, grad_w + g0 * rows * n_out, g0);
             if (result != nullptr)
-              tile_input_gradient<T, K, kVectors>(sorted, tile, width, W + t0, n_out, width, rows, result);
+              tile_input_gradient<T, K, kVectors, true>(sorted, tile, width, W + t0, n_out, width, rows, result);
             return;
           }
           if (result != nullptr) {
             tile_spline_rows(*edges, shape, K, g0, sorted.n_in, t0, width, pieces.data());
-            tile_input_gradient<T, K, kVectors>(sorted, tile, width, pieces.data(), kTile, width, piece_rows, result, g0);
+            tile_input_gradient<T, K, kVectors, true>(sorted, tile, width, pieces.data(), kTile, width, piece_rows, result,
+                                                      g0);
           }
           if (!to_edges) return;
-          if (index == 0)  // the group's weight-gradient rows of this tile
-            for (int64_t r = 0; r < sorted.n_in * rows; ++r)
-              std::fill(scratch.data() + r * n_out + t0, scratch.data() + r * n_out + t0 + width, T(0));
-          tile_weight_gradient<T, K, kVectors>(sorted, tile, width, t0, width, rows, n_out, scratch.data(), g0);
+          T* tile_grad = scratch.data() + t0 * sorted.n_in * rows;  // the group's (inputs, rows, width) of the tile
+          if (index == 0) std::fill(tile_grad, tile_grad + sorted.n_in * rows * width, T(0));
+          tile_weight_gradient<T, K, kVectors>(sorted, tile, width, 0, width, rows, width, tile_grad, g0);
           if (index == n_blocks - 1)  // a vector of outputs by the group's inputs: coef read in runs of inputs
             for (int64_t o0 = t0; o0 < t0 + width; o0 += kLanes)
               for (int64_t a = 0; a < sorted.n_in; ++a)
-                input_edge_gradients(scratch.data() + a * rows * n_out, g0 + a, o0, std::min(t0 + width, o0 + kLanes),
-                                     shape, K, *edges);
+                input_edge_gradients(tile_grad + a * rows * width + o0 - t0, width, g0 + a, o0,
+                                     std::min(t0 + width, o0 + kLanes), shape, K, *edges);
         });
+        if (grad_x != nullptr)
+          for (int64_t a = 0; a < sorted.n_in; ++a) {
+            const int32_t entries = sorted.start[a * (n_spans + 1) + n_spans];
+            const int32_t* samples = sorted.sample.data() + a * block;
+            const T* sums = entry_sums.data() + a * block * kLanes;
+            for (int32_t j = 0; j < entries; ++j)
+              grad_x[(b0 + samples[j]) * n_in + g0 + a] = horizontal_sum<T>(load_vector<V>(sums + j * kLanes));
+          }
       }
     }
   });
@@ -2270,14 +2379,14 @@ LocalShape layer_shape(const at::Tensor& x, const at::Tensor& knots, int64_t k, 
   return shape;
 }
 
-#if defined(__AVX512F__)
-// layer_padded_weight with AVX-512: kInputs inputs by a vector of outputs by a vector of bases
-// at a time, the outputs' coefficients (each a row of coef) loaded, scaled and transposed in
-// registers into pieces of the padded rows; the same products as the blocks below, so the same
-// values.
+#if defined(KANLAB_TRANSPOSES)
+// layer_padded_weight with AVX-512 or AVX2: kInputs inputs by a vector of outputs by a vector of
+// bases at a time, the outputs' coefficients (each a row of coef) loaded, scaled and transposed
+// in registers into pieces of the padded rows (with tiled, of the tiled layout's tiles: a vector
+// of outputs lies in one tile); the same products as the blocks below, so the same values.
 template <typename T>
 void padded_weight_by_transposes(const T* C, const T* S, const T* B, const T* M, const LocalShape& shape, int64_t k,
-                                 T* P) {
+                                 T* P, bool tiled) {
   using Masked = MaskedVector<T>;
   constexpr int64_t kLanes = kVectorBytes / sizeof(T);
   const int64_t n_in = shape.n_in, n_out = shape.n_out, n_basis = shape.n_basis, rows = shape.padded_rows;
@@ -2287,14 +2396,21 @@ void padded_weight_by_transposes(const T* C, const T* S, const T* B, const T* M,
     for (int64_t index = begin; index < end; ++index)
       for (int64_t o0 = 0; o0 < n_out; o0 += kLanes)
         for (int64_t i = index * kInputs; i < std::min(n_in, (index + 1) * kInputs); ++i) {
-          T* slab = P + i * rows * n_out;
           const int64_t outputs = std::min(kLanes, n_out - o0);
-          scaled_spline_rows(C, S, M, shape, k, i, o0, outputs, slab + o0, n_out);
+          T* residual_row = tiled ? P + (n_in * (rows - 1) + i) * n_out : P + (i * rows + rows - 1) * n_out;
+          if (tiled) {
+            int64_t t0, width;
+            tile_containing<T>(o0, n_out, t0, width);
+            T* piece = P + i * (rows - 1) * n_out + t0 * (rows - 1) + o0 - t0;  // the tile's rows, width apart
+            scaled_spline_rows(C, S, M, shape, k, i, o0, outputs, piece, width);
+          } else {
+            scaled_spline_rows(C, S, M, shape, k, i, o0, outputs, P + i * rows * n_out + o0, n_out);
+          }
           T residual[kLanes] = {};
           if (B != nullptr)
             for (int64_t l = 0; l < outputs; ++l) residual[l] = M[(o0 + l) * n_in + i] * B[(o0 + l) * n_in + i];
           const auto output_mask = Masked::first(outputs);
-          Masked::store(slab + (rows - 1) * n_out + o0, Masked::load(residual, output_mask), output_mask);
+          Masked::store(residual_row + o0, Masked::load(residual, output_mask), output_mask);
         }
   });
 }
@@ -2316,7 +2432,7 @@ void gradients_from_one_part(const T* P, const T* C, const T* S, const T* M, con
         for (int64_t i = index * kInputs; i < std::min(n_in, (index + 1) * kInputs); ++i) {
           const T* slab = P + i * rows * n_out;
           const int64_t o1 = std::min(n_out, o0 + kLanes);
-          if (GC != nullptr || GS != nullptr) input_edge_gradients(slab, i, o0, o1, shape, k, edges);
+          if (GC != nullptr || GS != nullptr) input_edge_gradients(slab + o0, n_out, i, o0, o1, shape, k, edges);
           if (GB != nullptr)
             for (int64_t o = o0; o < o1; ++o) GB[o * n_in + i] = slab[(rows - 1) * n_out + o] * M[o * n_in + i];
         }
@@ -2336,8 +2452,8 @@ at::Tensor layer_padded_weight(const at::Tensor& coef, const at::Tensor& scale_s
     const T *C = coef.const_data_ptr<T>(), *S = scale_sp.const_data_ptr<T>(), *M = mask.const_data_ptr<T>();
     const T* B = scale_base.has_value() ? scale_base->const_data_ptr<T>() : nullptr;
     T* P = padded.data_ptr<T>();
-#if defined(__AVX512F__)
-    padded_weight_by_transposes(C, S, B, M, shape, k, P);
+#if defined(KANLAB_TRANSPOSES)
+    padded_weight_by_transposes(C, S, B, M, shape, k, P, tiled);
     return;
 #endif
     const int64_t n_in = shape.n_in, n_out = shape.n_out, n_basis = shape.n_basis, rows = shape.padded_rows;
@@ -2416,7 +2532,7 @@ void layer_gradients(const at::Tensor& parts, const LocalShape& shape, int64_t k
     T* GC = grad_coef.defined() ? grad_coef.data_ptr<T>() : nullptr;
     T* GS = grad_sp.defined() ? grad_sp.data_ptr<T>() : nullptr;
     T* GB = grad_base.defined() ? grad_base.data_ptr<T>() : nullptr;
-#if defined(__AVX512F__)
+#if defined(KANLAB_TRANSPOSES)
     if (parts.size(0) == 1) {
       gradients_from_one_part(P, C, S, M, shape, k, GC, GS, GB);
       return;
