@@ -297,8 +297,9 @@ def test_local_product_equals_the_dense_path(dtype, k, kind, base_fun, shape, mo
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("base_fun", ["silu", "zero"])
 @pytest.mark.parametrize("kind", ["uniform", "adapted"])
-# outputs: whole tiles only; whole tiles, a tile of whole vectors and a few more; one past a tile
-@pytest.mark.parametrize("n_out", [32, 30, 17])
+# outputs: whole tiles only; whole tiles, a tile of whole vectors and a few more; one past a tile;
+# more tiles than x's gradient takes tile by tile on AVX2 (then entry by entry along whole rows)
+@pytest.mark.parametrize("n_out", [32, 30, 17, 137])
 def test_coarse_grid_blocks_equal_the_dense_path(dtype, base_fun, kind, n_out, monkeypatch):
     """The fused layer in blocks on a coarse grid (G = 5, k = 3: the weight the kernel keeps for
     the backward pass is tile by tile on AVX2), 130 inputs and 600 samples, five blocks: output and
