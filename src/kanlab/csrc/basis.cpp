@@ -1441,11 +1441,13 @@ inline void tile_weight_gradient(const SortedBlock<T, K>& block, const T* tile, 
 }
 
 // Where tile_input_gradient adds entry j of input i: its sample's row of x's gradient, or with
-// kEntrySums the first lane of its vector of running sums among the block's entries.
+// kEntrySums the first lane of its vector of running sums (the entries' of inputs from
+// first_summed on).
 template <bool kEntrySums, typename T, int K>
-inline T& entry_result(const SortedBlock<T, K>& block, T* result, const int32_t* samples, int64_t i, int32_t j) {
+inline T& entry_result(const SortedBlock<T, K>& block, T* result, const int32_t* samples, int64_t i, int32_t j,
+                       int64_t first_summed) {
   constexpr int64_t kLanes = kVectorBytes / sizeof(T);
-  if constexpr (kEntrySums) return result[((i - block.first_input) * block.capacity + j) * kLanes];
+  if constexpr (kEntrySums) return result[((i - first_summed) * block.capacity + j) * kLanes];
   else return result[samples[j] * block.stride + i];
 }
 
@@ -1454,8 +1456,8 @@ inline T& entry_result(const SortedBlock<T, K>& block, T* result, const int32_t*
 // an interval's rows loaded once for all its entries. W holds the tile's weight rows,
 // row_stride apart, padded_rows per input from input first_row_input on; the block's inputs
 // [begin, end) (end -1: all). With kEntrySums, result holds a vector of running sums for each
-// of the block's entries instead (the a-th input's entry j at (a * capacity + j) * lanes), which
-// the tiles of a fine grid go through in one stream, reduced once after the last tile.
+// of those inputs' entries instead (input begin + a's entry j at (a * capacity + j) * lanes),
+// which the tiles go through in one stream, reduced once after the last tile.
 template <typename T, int K, int kVectors, bool kEntrySums = false>
 inline void tile_input_gradient(const SortedBlock<T, K>& block, const T* tile, int64_t stride, const T* W,
                                 int64_t row_stride, int64_t width, int64_t padded_rows, T* result,
@@ -1479,7 +1481,7 @@ inline void tile_input_gradient(const SortedBlock<T, K>& block, const T* tile, i
           dot += u * load_vector<V>(g + q * kLanes);
         }
         if constexpr (kEntrySums) {
-          T* sums = &entry_result<true>(block, result, samples, i, j);
+          T* sums = &entry_result<true>(block, result, samples, i, j, block.first_input + begin);
           store_vector(sums, load_vector<V>(sums) + dot);
         } else {
           result[samples[j] * block.stride + i] += horizontal_sum<T>(dot);
@@ -1495,7 +1497,7 @@ inline void tile_input_gradient(const SortedBlock<T, K>& block, const T* tile, i
           for (int r = 1; r <= K; ++r) u += d[r] * w[r * n_out + l];
           sum += u * g[l];
         }
-        entry_result<kEntrySums>(block, result, samples, i, j) += sum;
+        entry_result<kEntrySums>(block, result, samples, i, j, block.first_input + begin) += sum;
       }
     }
   }, begin, end);
@@ -1611,41 +1613,10 @@ void tiled_block_input_gradient(const SortedBlock<T, K>& block, const T* G, cons
     const int64_t i = block.first_input + a;
     std::fill(sums.begin(), sums.end(), T(0));
     for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
-      constexpr int kVectors = decltype(vectors)::value;
-      const T* piece = W + i * rows * n_out + t0 * rows;
-      const T* tile = tiles.data() + t0 * count;
-      for_each_interval(block, [&](int64_t, int64_t s, const int32_t* samples, const T*, const T* slopes, int32_t j0,
-                                   int32_t j1) {
-        const T* w = piece + s * width;
-        if constexpr (kVectors > 0) {
-          V weight[K + 1][kVectors];
-          load_rows<V, K, kVectors>(w, width, weight);
-          for (int32_t j = j0; j < j1; ++j) {
-            const T* g = tile + samples[j] * width;
-            const T* d = slopes + j * (K + 1);
-            V dot = {};
-            for (int q = 0; q < kVectors; ++q) {
-              V u = d[0] * weight[0][q];
-              for (int r = 1; r <= K; ++r) u += d[r] * weight[r][q];
-              dot += u * load_vector<V>(g + q * kLanes);
-            }
-            T* acc = sums.data() + j * kLanes;
-            store_vector(acc, load_vector<V>(acc) + dot);
-          }
-        } else {
-          for (int32_t j = j0; j < j1; ++j) {
-            const T* g = tile + samples[j] * width;
-            const T* d = slopes + j * (K + 1);
-            T sum = T(0);
-            for (int64_t l = 0; l < width; ++l) {
-              T u = d[0] * w[l];
-              for (int r = 1; r <= K; ++r) u += d[r] * w[r * width + l];
-              sum += u * g[l];
-            }
-            sums[j * kLanes] += sum;
-          }
-        }
-      }, a, a + 1);
+      // the input's rows of the tile, width apart (one input's rows from input i on)
+      tile_input_gradient<T, K, decltype(vectors)::value, true>(block, tiles.data() + t0 * count, width,
+                                                                 W + i * rows * n_out + t0 * rows, width, width, rows,
+                                                                 sums.data(), i, a, a + 1);
     });
     const int32_t entries = block.start[a * (block.n_spans + 1) + block.n_spans];
     const int32_t* samples = block.sample.data() + a * block.capacity;
@@ -1811,7 +1782,7 @@ inline void transpose_block(Simd<double>::V (&rows)[8]) {
 #elif defined(__AVX2__)
 // AVX2's: the masks are vectors whose lanes' sign bits choose (maskload reads nothing, and
 // faults on nothing, outside them). Whole vectors go by plain loads and stores: Zen's masked
-// stores are microcoded (the fine forward's rows took 1.15x as long with them).
+// stores are microcoded (the fine forward took 1.11-1.17x as long with them).
 struct AVX2Mask {
   __m256i bits;
   bool whole;  // every lane
