@@ -302,8 +302,10 @@ def test_local_product_equals_the_dense_path(dtype, k, kind, base_fun, shape, mo
 @pytest.mark.parametrize("n_out", [32, 30, 17, 137])
 def test_coarse_grid_blocks_equal_the_dense_path(dtype, base_fun, kind, n_out, monkeypatch):
     """The fused layer in blocks on a coarse grid (G = 5, k = 3: the weight the kernel keeps for
-    the backward pass is tile by tile on AVX2), 130 inputs and 600 samples, five blocks: output and
-    every gradient against the compiled features, with a pruned edge and inputs outside the grid."""
+    the backward pass is tile by tile on AVX2), 130 inputs and 600 samples: five blocks in the
+    backward pass (three of AVX2's larger forward blocks), and with 137 outputs several groups of
+    inputs per thread in the backward pass. Output and every gradient against the compiled
+    features, with a pruned edge and inputs outside the grid."""
     generator = torch.Generator().manual_seed(n_out)
     layer = KANLinear(130, n_out, grid=5, k=3, base_fun=base_fun, generator=generator, dtype=dtype)
     x = torch.randn(600, 130, generator=generator, dtype=torch.float64).to(dtype)

@@ -1090,8 +1090,18 @@ at::Tensor unpadded_sum(const at::Tensor& parts, const LocalShape& shape, int64_
 // row per input, is left to three small matrix products.
 
 // Samples per block at most on coarse grids: a block's tile of outputs (kTileBytes per sample)
-// stays in L1.
+// stays in L1. AVX2's forward pass takes 256 (its tiles are half as wide): the longer runs of
+// entries per interval took 0.94-0.99x the time at (1024, 256, 256, G = 5), interleaved in one
+// process; its backward pass keeps 128, where x's gradient reads whole rows of G and took 1.07x
+// the time with 256.
 constexpr int64_t kBlockSamples = 128;
+constexpr int64_t kForwardBlockSamples = kVectorBytes == 64 ? kBlockSamples : 2 * kBlockSamples;
+// Inputs that a thread takes together in the coarse backward pass: as many as keep their
+// tile-major weight gradient (padded_rows * n_out values per input) within this many bytes, half
+// of a 512 KB L2, so that each block adds its sums into rows still in cache. A thread's whole
+// range of inputs sent those rows to L3 and back once per block: with groups of 32 inputs the
+// weight gradient took 0.91-0.98x the time at (1024, 256, 256, G = 5).
+constexpr int64_t kGradientGroupBytes = 256 * 1024;
 // Outputs per tile: four vectors with AVX-512's 32 registers, two with AVX2's 16 (the tile
 // functions keep k + 1 rows of the tile in registers, or k + 1 sums of it).
 constexpr int64_t kTileBytes = (kVectorBytes == 64 ? 4 : 2) * kVectorBytes;
@@ -1656,12 +1666,14 @@ void block_input_gradient(const SortedBlock<T, K>& block, const T* G, const T* W
   });
 }
 
-// Samples per block: kBlockSamples (more on fine grids); with split_samples (threads take
-// blocks), fewer where that leaves a thread without a block.
+// Samples per block: kBlockSamples (more on fine grids); with split_samples (the forward pass,
+// whose threads take blocks) kForwardBlockSamples, and fewer where that leaves a thread without
+// a block.
 int64_t block_samples(int64_t batch, int64_t n_spans, bool split_samples = true) {
   const int64_t threads = split_samples ? std::max<int64_t>(1, at::get_num_threads()) : 1;
   // fine grids: about 8 entries per interval, so that loading an interval's rows pays off
-  const int64_t most = std::max(kBlockSamples, std::min<int64_t>(8 * n_spans, 1024));
+  const int64_t most =
+      std::max(split_samples ? kForwardBlockSamples : kBlockSamples, std::min<int64_t>(8 * n_spans, 1024));
   return std::clamp<int64_t>((batch + threads - 1) / threads, 16, most);
 }
 
@@ -2136,7 +2148,8 @@ void fine_blocked_backward(const Locator<T>& locate_values, const Locator<T>& lo
 // tiled layout where tiled says so. Threads take ranges of inputs, each going through all the
 // blocks of samples for its own inputs, so each writes its own rows of grad_w and its own
 // columns of grad_x: one weight gradient, no per-thread copies to zero and sum. On coarse grids
-// a thread sums its rows tile-major (block_weight_gradient) and rearranges them at the end.
+// a thread sums its rows tile-major (block_weight_gradient), a group of inputs at a time
+// (kGradientGroupBytes), and rearranges them after the group's last block.
 template <typename T, int K>
 void blocked_backward(const Intervals<T>& values, const Intervals<T>& slopes, const at::Tensor& knots, const T* X,
                       const T* G, const T* W, const LocalShape& shape, T* grad_x, T* grad_w,
@@ -2153,23 +2166,31 @@ void blocked_backward(const Intervals<T>& values, const Intervals<T>& slopes, co
     return;
   }
   TORCH_CHECK(edges == nullptr, "only fine grids take the parameters' gradients in the blocks");
-  at::parallel_for(0, n_in, 1, [&](int64_t begin, int64_t end) {
-    SortedBlock<T, K> sorted(begin, end - begin, n_in, n_spans, block, grad_x != nullptr);
-    // these inputs' weight gradient, tile-major (block_weight_gradient), then rearranged into grad_w
-    AlignedVector<T> tiled_grad(grad_w != nullptr ? (end - begin) * row_size : 0);
-    for (int64_t index = 0; index < n_blocks; ++index) {
-      const int64_t b0 = index * block, count = std::min(block, shape.batch - b0);
-      sorted.build(locate_values, grad_x != nullptr ? &locate_slopes : nullptr, X, b0, count);
-      if (grad_w != nullptr) block_weight_gradient(sorted, G + b0 * n_out, shape.padded_rows, n_out, count, tiled_grad.data());
-      if (grad_x != nullptr)
-        block_input_gradient(sorted, G + b0 * n_out, W, shape.padded_rows, n_out, count, grad_x + b0 * n_in, tiled);
+  // x's gradient alone goes through a thread's inputs in one group (each group reads G again)
+  const int64_t group =
+      grad_w != nullptr ? std::max<int64_t>(1, kGradientGroupBytes / (row_size * int64_t(sizeof(T)))) : n_in;
+  at::parallel_for(0, n_in, 1, [&](int64_t range_begin, int64_t range_end) {
+    for (int64_t begin = range_begin; begin < range_end; begin += group) {
+      const int64_t end = std::min(range_end, begin + group);
+      SortedBlock<T, K> sorted(begin, end - begin, n_in, n_spans, block, grad_x != nullptr);
+      // these inputs' weight gradient, tile-major (block_weight_gradient), then rearranged into grad_w
+      AlignedVector<T> tiled_grad(grad_w != nullptr ? (end - begin) * row_size : 0);
+      for (int64_t index = 0; index < n_blocks; ++index) {
+        const int64_t b0 = index * block, count = std::min(block, shape.batch - b0);
+        sorted.build(locate_values, grad_x != nullptr ? &locate_slopes : nullptr, X, b0, count);
+        if (grad_w != nullptr)
+          block_weight_gradient(sorted, G + b0 * n_out, shape.padded_rows, n_out, count, tiled_grad.data());
+        if (grad_x != nullptr)
+          block_input_gradient(sorted, G + b0 * n_out, W, shape.padded_rows, n_out, count, grad_x + b0 * n_in, tiled);
+      }
+      if (grad_w != nullptr)
+        for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
+          const T* source = tiled_grad.data() + t0 * (end - begin) * shape.padded_rows;
+          for (int64_t row = 0; row < (end - begin) * shape.padded_rows; ++row)
+            copy_piece<T, decltype(vectors)::value>(source + row * width, width,
+                                                    grad_w + begin * row_size + row * n_out + t0);
+        });
     }
-    if (grad_w != nullptr)
-      for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
-        const T* source = tiled_grad.data() + t0 * (end - begin) * shape.padded_rows;
-        for (int64_t row = 0; row < (end - begin) * shape.padded_rows; ++row)
-          copy_piece<T, decltype(vectors)::value>(source + row * width, width, grad_w + begin * row_size + row * n_out + t0);
-      });
   });
 }
 
