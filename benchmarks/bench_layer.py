@@ -1,8 +1,10 @@
 """KANLinear against nn.Linear(in * (G + k), out), the dense work an exact B-spline KAN does.
 
 Forward and forward + backward (input requires grad, as in a hidden layer; every module's and
-input's gradients cleared before each step, as an optimizer's ``zero_grad`` does), medians of
-interleaved repetitions in one run, reported as ratios; memory is what autograd keeps alive
+input's gradients cleared before each step, as an optimizer's ``zero_grad`` does), timed in
+interleaved rounds in one run and reported as ratios to the linear: each the median over the
+rounds of the two times in the same round, each candidate timed beside its linear, so that a
+slow spell of a shared machine moves both sides of a ratio; memory is what autograd keeps alive
 for the backward pass. "adapted" is the same layer after ``update_grid`` on skewed samples
 (non-uniform knots, the general path a trained KAN runs on). Beside them, in the same run:
 an efficient-kan-style dense layer (every basis by the full Cox-de Boor recursion, then two
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import statistics
 import subprocess
 import sys
 
@@ -28,12 +31,13 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from common import interleaved_medians, markdown_table, saved_bytes, write_section  # noqa: E402
+from common import interleaved_samples, markdown_table, paired_ratio, saved_bytes, write_section  # noqa: E402
 
 import kanlab  # noqa: E402
 
 SIZES = [(1024, 64, 64, 5), (1024, 256, 256, 5), (4096, 256, 256, 10), (256, 784, 64, 5), (1024, 256, 256, 50),
          (1024, 256, 256, 100), (1024, 5, 1, 5), (1024, 5, 1, 50), (1024, 5, 1, 200)]  # last: the paper's narrow layers
+REPEATS = 11  # interleaved rounds per size
 
 
 class DenseCoxDeBoor(nn.Module):
@@ -86,34 +90,35 @@ def measure(batch: int, n_in: int, n_out: int, grid: int, compiled: bool, k: int
                 module(inputs).sum().backward()
         return run
 
-    candidates = {
-        "kan_fwd": forward(layer, x),
-        "lin_fwd": forward(linear, wide),
-        "kan_step": train_step(layer, x),
-        "lin_step": train_step(linear, wide),
-        "adapted_step": train_step(adapted, x),
-        "dense_step": train_step(dense, x),
-        "mlp_step": train_step(mlp, x),
-    }
+    # each candidate beside the linear it is divided by, so that a round's ratio is of neighbours
+    candidates = {"kan_fwd": forward(layer, x)}
     if compiled:
-        candidates.update(kan_fwd_c=forward(layer, x, True), kan_step_c=train_step(layer, x, True),
-                          adapted_step_c=train_step(adapted, x, True))
-    times = interleaved_medians(candidates)
+        candidates["kan_fwd_c"] = forward(layer, x, True)
+    candidates["lin_fwd"] = forward(linear, wide)
+    if compiled:
+        candidates["kan_step_c"] = train_step(layer, x, True)
+    candidates["lin_step"] = train_step(linear, wide)
+    candidates["kan_step"] = train_step(layer, x)
+    if compiled:
+        candidates["adapted_step_c"] = train_step(adapted, x, True)
+    candidates.update(adapted_step=train_step(adapted, x), mlp_step=train_step(mlp, x),
+                      dense_step=train_step(dense, x))
+    samples = interleaved_samples(candidates, repeats=REPEATS)
+    times = {name: statistics.median(values) for name, values in samples.items()}
+
+    def linear_ratio(name: str) -> str:
+        return f"{paired_ratio(samples, name, 'lin_fwd' if 'fwd' in name else 'lin_step'):.2f}x"
+
     with kanlab.native.use(False):  # the kernel keeps the same tensors (the features and x)
         kan_mem = saved_bytes(lambda: layer(x))
     lin_mem = saved_bytes(lambda: linear(wide))
-    row = [
-        f"({batch}, {n_in}, {n_out}, G={grid})",
-        f"{times['kan_fwd'] / times['lin_fwd']:.2f}x",
-        f"{times['kan_step'] / times['lin_step']:.2f}x",
-        f"{times['adapted_step'] / times['lin_step']:.2f}x",
-    ]
+    row = [f"({batch}, {n_in}, {n_out}, G={grid})"] + [linear_ratio(name) for name in
+                                                          ("kan_fwd", "kan_step", "adapted_step")]
     if compiled:
-        row += [f"{times['kan_fwd_c'] / times['lin_fwd']:.2f}x", f"{times['kan_step_c'] / times['lin_step']:.2f}x",
-                f"{times['adapted_step_c'] / times['lin_step']:.2f}x"]
+        row += [linear_ratio(name) for name in ("kan_fwd_c", "kan_step_c", "adapted_step_c")]
     return row + [
-        f"{times['dense_step'] / times['lin_step']:.2f}x",
-        f"{times['mlp_step'] / times['lin_step']:.2f}x",
+        linear_ratio("dense_step"),
+        linear_ratio("mlp_step"),
         f"{kan_mem / lin_mem:.2f}x",
         f"{kan_mem / 2**20:.1f} / {lin_mem / 2**20:.1f}",
         (times["kan_step"], times.get("kan_step_c")),
@@ -153,7 +158,9 @@ def main() -> None:
     text = (
         "## KANLinear vs nn.Linear(in*(G+k), out)\n\n"
         f"`.venv/bin/python benchmarks/bench_layer.py`: torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {torch.backends.cpu.get_cpu_capability()}, "
-        "float32, k=3, input requires grad, gradients cleared before each step; medians of interleaved runs; "
+        f"float32, k=3, input requires grad, gradients cleared before each step; {REPEATS} interleaved rounds, "
+        "each ratio to the linear the median over rounds of the two sides' times in the same round "
+        "(\"vs own G=5\": the ratio of the two rows' medians); "
         "memory = tensors kept for backward "
         "(torch path).\n\n"
         + table + "\n"

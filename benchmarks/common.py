@@ -1,4 +1,4 @@
-"""Shared benchmark helpers: interleaved repetitions, medians, saved-for-backward bytes."""
+"""Shared benchmark helpers: interleaved repetitions, medians, paired ratios, saved-for-backward bytes."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from typing import Callable
 import torch
 
 
-def interleaved_medians(candidates: dict[str, Callable[[], None]], repeats: int = 7, inner: int = 3) -> dict[str, float]:
-    """Median seconds per call of each candidate, timed round-robin so machine noise hits all alike."""
+def interleaved_samples(candidates: dict[str, Callable[[], None]], repeats: int = 7,
+                        inner: int = 3) -> dict[str, list[float]]:
+    """Seconds per call of each candidate in each of ``repeats`` rounds, timed round-robin (in the
+    dict's order) so machine noise hits all alike."""
     for run in candidates.values():  # warm-up
         run()
     samples: dict[str, list[float]] = {name: [] for name in candidates}
@@ -22,7 +24,19 @@ def interleaved_medians(candidates: dict[str, Callable[[], None]], repeats: int 
             for _ in range(inner):
                 run()
             samples[name].append((time.perf_counter() - start) / inner)
+    return samples
+
+
+def interleaved_medians(candidates: dict[str, Callable[[], None]], repeats: int = 7, inner: int = 3) -> dict[str, float]:
+    """Median seconds per call of each candidate, timed round-robin so machine noise hits all alike."""
+    samples = interleaved_samples(candidates, repeats, inner)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def paired_ratio(samples: dict[str, list[float]], numerator: str, denominator: str) -> float:
+    """The median over rounds of numerator's time / denominator's in the same round: a slow spell
+    of a shared machine lands on both sides of a round's ratio, where it can move one median alone."""
+    return statistics.median(a / b for a, b in zip(samples[numerator], samples[denominator]))
 
 
 def saved_bytes(run: Callable[[], torch.Tensor]) -> int:

@@ -294,21 +294,15 @@ def test_local_product_equals_the_dense_path(dtype, k, kind, base_fun, shape, mo
         assert (ours - theirs).abs().max() <= tolerance * theirs.abs().max().clamp_min(1)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("base_fun", ["silu", "zero"])
-@pytest.mark.parametrize("kind", ["uniform", "adapted"])
-# outputs: whole tiles only; whole tiles, a tile of whole vectors and a few more; one past a tile;
-# more tiles than x's gradient takes tile by tile on AVX2 (then entry by entry along whole rows)
-@pytest.mark.parametrize("n_out", [32, 30, 17, 137])
-def test_coarse_grid_blocks_equal_the_dense_path(dtype, base_fun, kind, n_out, monkeypatch):
-    """The fused layer in blocks on a coarse grid (G = 5, k = 3: the weight the kernel keeps for
-    the backward pass is tile by tile on AVX2), 130 inputs and 600 samples: five blocks in the
-    backward pass (three of AVX2's larger forward blocks), and with 137 outputs several groups of
-    inputs per thread in the backward pass. Output and every gradient against the compiled
-    features, with a pruned edge and inputs outside the grid."""
-    generator = torch.Generator().manual_seed(n_out)
-    layer = KANLinear(130, n_out, grid=5, k=3, base_fun=base_fun, generator=generator, dtype=dtype)
-    x = torch.randn(600, 130, generator=generator, dtype=torch.float64).to(dtype)
+def _assert_coarse_blocks_equal_the_dense_path(n_in, n_out, batch, k, kind, base_fun, dtype, seed, monkeypatch,
+                                               parameters_too=True):
+    """A layer on a coarse grid (G = 5) with random parameters and a pruned edge, on uniform or
+    adapted knots, and batch samples, some on knots and one outside the grid: output and the
+    gradients of x and (where parameters_too) every parameter in blocks, against the compiled
+    features."""
+    generator = torch.Generator().manual_seed(seed)
+    layer = KANLinear(n_in, n_out, grid=5, k=k, base_fun=base_fun, generator=generator, dtype=dtype)
+    x = torch.randn(batch, n_in, generator=generator, dtype=torch.float64).to(dtype)
     if kind == "adapted":
         layer.update_grid(x)
     with torch.no_grad():
@@ -316,16 +310,47 @@ def test_coarse_grid_blocks_equal_the_dense_path(dtype, base_fun, kind, n_out, m
         layer.scale_base.normal_(generator=generator)
         layer.mask[3, 7] = 0.0
     x[0] = layer.grid[:, 0]
+    x[1] = layer.grid[:, k + 2]
     x[5, 2] = -40.0
-    grad = torch.randn(600, n_out, generator=generator, dtype=torch.float64).to(dtype)
+    layer.requires_grad_(parameters_too)
+    grad = torch.randn(batch, n_out, generator=generator, dtype=torch.float64).to(dtype)
     monkeypatch.setattr(layer_module, "_local_product_pays", lambda *shape, **options: True)
     local = _layer_results(layer, x, grad)
-    assert "_KANLayerBackward" in _graph_names(layer(x))
+    assert "_KANLayerBackward" in _graph_names(layer(x.clone().requires_grad_(True)))
     monkeypatch.setattr(layer_module, "_local_product_pays", lambda *shape, **options: False)
     dense = _layer_results(layer, x, grad)
     tolerance = 1e-12 if dtype == torch.float64 else 1e-5
     for ours, theirs in zip(local, dense):
         assert (ours - theirs).abs().max() <= tolerance * theirs.abs().max().clamp_min(1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("base_fun", ["silu", "zero"])
+@pytest.mark.parametrize("kind", ["uniform", "adapted"])
+# outputs: whole tiles only; whole tiles, a tile of whole vectors and a few more; one past a tile;
+# more tiles than x's gradient takes tile by tile on AVX2 (then by derivative rows)
+@pytest.mark.parametrize("n_out", [32, 30, 17, 137])
+def test_coarse_grid_blocks_equal_the_dense_path(dtype, base_fun, kind, n_out, monkeypatch):
+    """The fused layer in blocks on a coarse grid (G = 5, k = 3: the weight the kernel keeps for
+    the backward pass is tile by tile on AVX2), 130 inputs and 600 samples: five blocks in the
+    backward pass (three of AVX2's larger forward blocks), and with 137 outputs several groups of
+    inputs per thread in the backward pass. Output and every gradient against the compiled
+    features, with a pruned edge and inputs outside the grid."""
+    _assert_coarse_blocks_equal_the_dense_path(130, n_out, 600, 3, kind, base_fun, dtype, n_out, monkeypatch)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("kind", ["uniform", "adapted"])
+@pytest.mark.parametrize("asked", ["all", "x alone"])
+def test_derivative_rows_equal_the_dense_path(dtype, k, kind, asked, monkeypatch):
+    """x's gradient from derivative rows (AVX2's tiled layout with more than eight tiles of
+    outputs: each entry's slopes as a polynomial in its local coordinate times its interval's k
+    rows), at every degree: 150 outputs leave a few past the last whole tile, 70 inputs make more
+    than one group of inputs per thread at most degrees, with or without the parameters'
+    gradients; 400 samples four blocks. Against the compiled features, as the other gradients."""
+    _assert_coarse_blocks_equal_the_dense_path(70, 150, 400, k, kind, "silu", dtype, k, monkeypatch,
+                                               parameters_too=asked == "all")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

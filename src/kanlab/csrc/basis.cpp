@@ -212,6 +212,19 @@ struct CacheLineAllocator {
 };
 template <typename T>
 using AlignedVector = std::vector<T, CacheLineAllocator<T>>;
+// Cache-line aligned storage left uninitialized, for buffers written before they are read
+// (an AlignedVector would zero them first).
+template <typename T>
+struct UninitializedBuffer {
+  T* data;
+  explicit UninitializedBuffer(std::size_t n)
+      : data(n > 0 ? static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))) : nullptr) {}
+  ~UninitializedBuffer() {
+    if (data != nullptr) ::operator delete(data, std::align_val_t(64));
+  }
+  UninitializedBuffer(const UninitializedBuffer&) = delete;
+  UninitializedBuffer& operator=(const UninitializedBuffer&) = delete;
+};
 
 template <typename T> struct Simd;
 template <> struct Simd<float> { typedef float V __attribute__((vector_size(kVectorBytes))); };
@@ -1189,8 +1202,10 @@ struct SortedBlock {
 
   // Locates samples [b0, b0 + count) of X (batch, n_in) input by input (a column of samples at
   // a time, as for narrow layers) and sorts each column's entries by interval; slopes (nullptr:
-  // none) also gives the bases' x-derivatives.
-  void build(const Locator<T>& values, const Locator<T>* slopes, const T* X, int64_t b0, int64_t count) {
+  // none) also gives the bases' x-derivatives, or without slopes_in_x the locator's own values
+  // (the powers of PowerIntervals).
+  void build(const Locator<T>& values, const Locator<T>* slopes, const T* X, int64_t b0, int64_t count,
+             bool slopes_in_x = true) {
     alignas(64) T xs[kChunk];
     Chunk<T, K> chunk;
     for (int64_t i = 0; i < n_in; ++i) {
@@ -1201,7 +1216,7 @@ struct SortedBlock {
         for (int64_t c = 0; c < m; ++c) column_span[c0 + c] = chunk.span[c];
         for (int r = 0; r <= K; ++r) std::copy(chunk.values[r], chunk.values[r] + m, &column_value[r * capacity + c0]);
         if (slopes == nullptr) continue;
-        slopes->template fill<K, K, true>(xs, first_input + i, m, true, chunk);
+        slopes->template fill<K, K, true>(xs, first_input + i, m, slopes_in_x, chunk);
         for (int r = 0; r <= K; ++r) std::copy(chunk.values[r], chunk.values[r] + m, &column_slope[r * capacity + c0]);
       }
       int32_t* first = start.data() + i * (n_spans + 1);
@@ -1563,48 +1578,160 @@ __attribute__((noinline)) T entry_input_gradient(const T* w, int64_t n_out, cons
   return total;
 }
 
-// entry_input_gradient from the tiled layout (W_tiled the spline rows, rows per input, the
-// entry's input i and interval s): the same sums, a whole tile (two vectors) at a time and
-// kTile * rows on to the next; the last few outputs' tiles as they come.
+// ---- x's gradient by derivative rows (AVX2's tiled layout, more than kFewTiles tiles). An
+// entry's slope combination sum_r slope_r(u) * W[s + r] is a polynomial of degree K - 1 in its
+// local coordinate u, sum_p u^p * D[s, p], whose K rows D[s, p] = sum_r c[p][r] * W[s + r] (c the
+// slopes' coefficients on interval s, times 1/h on evenly spaced knots) are built once per
+// input and interval from the weight; each entry then takes K - 1 multiply-adds per vector by
+// Horner's rule and one for its dot product with G's row, where the K + 1 weight rows took
+// K + 2. Two entries of an interval go together, each loaded vector of D serving both.
+
+// Intervals whose local polynomials are the powers of the entry's local coordinate: value p < P
+// is u^p (the rest 0), u the f of evenly spaced knots or x - t_s on other knots.
+template <typename T>
+struct PowerIntervals {
+  std::vector<T> identity, table;
+  Intervals<T> intervals;
+
+  PowerIntervals(const Intervals<T>& values, int64_t n_in, int64_t n_spans, int64_t powers, int64_t width)
+      : identity(powers * width, T(0)), intervals(values) {
+    for (int64_t p = 0; p < powers; ++p) identity[p * width + p] = T(1);
+    if (values.cardinal != nullptr) {
+      intervals.cardinal = identity.data();
+      return;
+    }
+    const int64_t columns = 1 + powers * width;
+    table.assign(n_in * n_spans * columns, T(0));
+    for (int64_t row = 0; row < n_in * n_spans; ++row) {
+      table[row * columns] = values.table[row * values.columns];  // t_s
+      std::copy(identity.begin(), identity.end(), table.begin() + row * columns + 1);
+    }
+    intervals.table = table.data();
+    intervals.columns = columns;
+  }
+};
+
+// One input's derivative rows of interval s, into D_input (the input's n_spans * K rows, tiled as
+// the weight: the tile from t0 of width w at t0 * n_spans * K, row s * K + p of it w apart), from
+// the tiled weight's rows of input i (w_rows per input).
 template <typename T, int K>
-__attribute__((noinline)) T tiled_entry_input_gradient(const T* W_tiled, int64_t rows, int64_t i, int64_t s,
-                                                       int64_t n_out, const T* g, const T* slopes) {
+void derivative_rows(const Intervals<T>& slopes, const T* W_tiled, int64_t w_rows, int64_t n_spans, int64_t n_out,
+                     int64_t i, int64_t s, T* D_input) {
+  const int64_t rows = n_spans * K;
+  const T* c = slopes.cardinal != nullptr ? slopes.cardinal : slopes.table + (i * n_spans + s) * slopes.columns + 1;
+  const T scale = slopes.cardinal != nullptr ? T(1) / slopes.step[i] : T(1);
+  T coefficients[K][K + 1];
+  for (int p = 0; p < K; ++p)
+    for (int r = 0; r <= K; ++r) coefficients[p][r] = c[p * (K + 1) + r] * scale;
+  for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto) {
+    const T* w = W_tiled + i * w_rows * n_out + t0 * w_rows + s * width;
+    T* d = D_input + t0 * rows + s * K * width;
+    for (int p = 0; p < K; ++p)
+#pragma omp simd
+      for (int64_t l = 0; l < width; ++l) {
+        T sum = coefficients[p][0] * w[l];
+        for (int r = 1; r <= K; ++r) sum += coefficients[p][r] * w[r * width + l];
+        d[p * width + l] = sum;
+      }
+  });
+}
+
+// Keeps v in a register where the compiler would fold its load into every instruction that
+// reads it (loading it again for each); a no-op on machines without AVX.
+template <typename V>
+inline void keep_in_register(V& v) {
+#if defined(__AVX__)
+  asm("" : "+x"(v));
+#else
+  (void)v;
+#endif
+}
+
+// kEntries entries' (1 or 2) parts of x's gradient from their interval's derivative rows (the
+// input's D_input, rows per input, from row q): <sum_p u^p * D[q + p], g> by Horner's rule in each
+// entry's u, added into *result[e]; whole tiles two vectors at a time, the last few outputs
+// element by element.
+template <typename T, int K, int kEntries>
+__attribute__((noinline)) void derivative_entries_input_gradient(const T* D_input, int64_t rows, int64_t q,
+                                                                 int64_t n_out, const T* const* g, const T* u,
+                                                                 T* const* result) {
   using V = typename Simd<T>::V;
   constexpr int64_t kLanes = kVectorBytes / sizeof(T), kTile = kTileBytes / sizeof(T), kHalves = kTile / kLanes;
   static_assert(kHalves == 2, "AVX2's tiles are two vectors");
-  V sv[K + 1];
-  for (int r = 0; r <= K; ++r) sv[r] = splat<V>(slopes[r]);
-  V sums[2] = {};
+  V us[kEntries], sums[kEntries][kHalves] = {};
+  for (int e = 0; e < kEntries; ++e) us[e] = splat<V>(u[e]);
   const int64_t full = n_out / kTile * kTile, tile_stride = kTile * rows;
-  const T* input_rows = W_tiled + i * rows * n_out;
-  const T* w = input_rows + s * kTile;
-  for (int64_t o = 0; o < full; o += kTile, w += tile_stride)
+  const T* d = D_input + q * kTile;
+  for (int64_t o = 0; o < full; o += kTile, d += tile_stride)
     for (int h = 0; h < kHalves; ++h) {
-      V row = sv[0] * load_vector<V>(w + h * kLanes);
-      for (int r = 1; r <= K; ++r) row += sv[r] * load_vector<V>(w + r * kTile + h * kLanes);
-      sums[h] += row * load_vector<V>(g + o + h * kLanes);
+      V row[K];
+      for (int p = 0; p < K; ++p) {
+        row[p] = load_vector<V>(d + p * kTile + h * kLanes);
+        if constexpr (kEntries > 1) keep_in_register(row[p]);  // one load for both entries, not one each
+      }
+      for (int e = 0; e < kEntries; ++e) {
+        V t = row[K - 1];
+        for (int p = K - 2; p >= 0; --p) t = t * us[e] + row[p];
+        sums[e][h] += t * load_vector<V>(g[e] + o + h * kLanes);
+      }
     }
-  T total = horizontal_sum<T>(sums[0] + sums[1]);
-  for (int64_t t0 = full, width = 0; t0 < n_out; t0 += width) {
-    int64_t first;
-    tile_containing<T>(t0, n_out, first, width);
-    const T* wt = input_rows + t0 * rows + s * width;
-    for (int64_t l = 0; l < width; ++l) {
-      T u = slopes[0] * wt[l];
-      for (int r = 1; r <= K; ++r) u += slopes[r] * wt[r * width + l];
-      total += u * g[t0 + l];
+  for (int e = 0; e < kEntries; ++e) {
+    T total = horizontal_sum<T>(sums[e][0] + sums[e][1]);
+    for (int64_t t0 = full, width = 0; t0 < n_out; t0 += width) {
+      int64_t first;
+      tile_containing<T>(t0, n_out, first, width);
+      const T* dt = D_input + t0 * rows + q * width;
+      for (int64_t l = 0; l < width; ++l) {
+        T t = dt[(K - 1) * width + l];
+        for (int p = K - 2; p >= 0; --p) t = t * u[e] + dt[p * width + l];
+        total += t * g[e][t0 + l];
+      }
     }
+    *result[e] += total;
   }
-  return total;
+}
+
+// The block's part of x's gradient by derivative rows: D holds the rows of the block's inputs
+// (n_spans * K rows each, from input first_input on), built where ready says they are not yet
+// (an interval's rows the first time one of its entries comes); the block's slopes are the
+// entries' powers of u (PowerIntervals).
+template <typename T, int K>
+void derivative_block_input_gradient(const SortedBlock<T, K>& block, const Intervals<T>& slopes, const T* W_tiled,
+                                     int64_t w_rows, const T* G, int64_t n_out, T* D, uint8_t* ready, T* result) {
+  const int64_t n_spans = block.n_spans, rows = n_spans * K;
+  for_each_interval(block, [&](int64_t i, int64_t s, const int32_t* samples, const T*, const T* powers, int32_t j0,
+                               int32_t j1) {
+    const int64_t a = i - block.first_input;
+    T* D_input = D + a * rows * n_out;
+    if (!ready[a * n_spans + s]) {
+      derivative_rows<T, K>(slopes, W_tiled, w_rows, n_spans, n_out, i, s, D_input);
+      ready[a * n_spans + s] = 1;
+    }
+    auto u = [&](int32_t j) { return K > 1 ? powers[j * (K + 1) + 1] : T(0); };
+    int32_t j = j0;
+    for (; j + 1 < j1; j += 2) {
+      const T* g[2] = {G + samples[j] * n_out, G + samples[j + 1] * n_out};
+      const T us[2] = {u(j), u(j + 1)};
+      T* targets[2] = {result + samples[j] * block.stride + i, result + samples[j + 1] * block.stride + i};
+      derivative_entries_input_gradient<T, K, 2>(D_input, rows, s * K, n_out, g, us, targets);
+    }
+    if (j < j1) {
+      const T* g[1] = {G + samples[j] * n_out};
+      const T us[1] = {u(j)};
+      T* targets[1] = {result + samples[j] * block.stride + i};
+      derivative_entries_input_gradient<T, K, 1>(D_input, rows, s * K, n_out, g, us, targets);
+    }
+  });
 }
 
 // x's gradient from the tiled layout (AVX2) where the layer has at most kFewTiles tiles of
 // outputs: input by input, tile by tile, an interval's rows of the tile loaded once for all its
 // entries, each entry's products summed as a vector across the tiles and reduced once (G's rows
-// first laid out tile by tile). Entry by entry along whole rows (tiled_entry_input_gradient)
-// pays a reduction and a set-up per entry that only many tiles amortize: this took 0.84-0.88x
-// its time at 64 float outputs (4 tiles), 0.93x at 128 and 1.05x at 256 (16 tiles), interleaved
-// in one process; about even at 8 and 16 tiles of doubles.
+// first laid out tile by tile). Entry by entry along whole rows pays a reduction and a set-up
+// per entry that only many tiles amortize: this took 0.84-0.88x its time at 64 float outputs (4
+// tiles), 0.93x at 128 and 1.05x at 256 (16 tiles), interleaved in one process; about even at 8
+// and 16 tiles of doubles. More tiles go by derivative rows (derivative_block_input_gradient),
+// which took 1.16x this one's backward time at 64 outputs and 1.02x at 128.
 constexpr int64_t kFewTiles = 8;
 
 template <typename T, int K>
@@ -1637,27 +1764,23 @@ void tiled_block_input_gradient(const SortedBlock<T, K>& block, const T* G, cons
 
 // The block's part of x's gradient; the caller zeroes the rows, and entries outside the knots
 // keep 0. With AVX-512, tile by tile of G's rows (n_out apart, tile_input_gradient); without,
-// entry by entry along whole rows (entry_input_gradient, or from the tiled layout
-// tiled_entry_input_gradient), or from the tiled layout of few tiles tiled_block_input_gradient.
+// entry by entry along whole rows (entry_input_gradient), or from AVX2's tiled layout
+// tiled_block_input_gradient (few tiles; more take derivative_block_input_gradient instead).
 template <typename T, int K>
 void block_input_gradient(const SortedBlock<T, K>& block, const T* G, const T* W, int64_t padded_rows,
                           int64_t n_out, int64_t count, T* result, bool tiled) {
   constexpr int64_t kTile = kTileBytes / sizeof(T);
-  if (tiled && n_out <= kFewTiles * kTile)
-    return tiled_block_input_gradient(block, G, W, padded_rows, n_out, count, result);
+  if (tiled) return tiled_block_input_gradient(block, G, W, padded_rows, n_out, count, result);
   if constexpr (kVectorBytes < 64) {
     for_each_interval(block, [&](int64_t i, int64_t s, const int32_t* samples, const T*, const T* slopes, int32_t j0,
                                  int32_t j1) {
       const T* w = W + (i * padded_rows + s) * n_out;
       for (int32_t j = j0; j < j1; ++j)
         result[samples[j] * block.stride + i] +=
-            tiled ? tiled_entry_input_gradient<T, K>(W, padded_rows - 1, i, s, n_out, G + samples[j] * n_out,
-                                                     slopes + j * (K + 1))
-                  : entry_input_gradient<T, K>(w, n_out, G + samples[j] * n_out, slopes + j * (K + 1));
+            entry_input_gradient<T, K>(w, n_out, G + samples[j] * n_out, slopes + j * (K + 1));
     });
     return;
   }
-  TORCH_CHECK(!tiled, "AVX-512's blocks take the row-major padded weight");
   AlignedVector<T> scratch(count * kTile);  // the block's rows of G's tile (copy_tile)
   for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
     copy_tile(G, count, n_out, t0, width, scratch.data());
@@ -2149,7 +2272,9 @@ void fine_blocked_backward(const Locator<T>& locate_values, const Locator<T>& lo
 // blocks of samples for its own inputs, so each writes its own rows of grad_w and its own
 // columns of grad_x: one weight gradient, no per-thread copies to zero and sum. On coarse grids
 // a thread sums its rows tile-major (block_weight_gradient), a group of inputs at a time
-// (kGradientGroupBytes), and rearranges them after the group's last block.
+// (kGradientGroupBytes), and rearranges them after the group's last block; on AVX2's tiled
+// layout of many tiles it takes x's gradient from the group's derivative rows, each interval's
+// built from W when its first entry comes (derivative_block_input_gradient).
 template <typename T, int K>
 void blocked_backward(const Intervals<T>& values, const Intervals<T>& slopes, const at::Tensor& knots, const T* X,
                       const T* G, const T* W, const LocalShape& shape, T* grad_x, T* grad_w,
@@ -2166,21 +2291,39 @@ void blocked_backward(const Intervals<T>& values, const Intervals<T>& slopes, co
     return;
   }
   TORCH_CHECK(edges == nullptr, "only fine grids take the parameters' gradients in the blocks");
-  // x's gradient alone goes through a thread's inputs in one group (each group reads G again)
-  const int64_t group =
-      grad_w != nullptr ? std::max<int64_t>(1, kGradientGroupBytes / (row_size * int64_t(sizeof(T)))) : n_in;
+  constexpr int64_t kTile = kTileBytes / sizeof(T);
+  // AVX2's tiled layout of more than kFewTiles tiles takes x's gradient by derivative rows
+  const bool by_derivative_rows = tiled && grad_x != nullptr && n_out > kFewTiles * kTile;
+  // x's gradient alone from the weight's rows goes through a thread's inputs in one group (each
+  // group reads G again); from derivative rows (n_spans * K per input: 33 at G = 5, k = 3, where
+  // the weight has 15), in the weight gradient's groups: in one group (and with its buffer
+  // zeroed) x's gradient alone took 1.00-1.02x the time from the weight's rows, in groups 0.91x
+  const int64_t group = grad_w != nullptr || by_derivative_rows
+                            ? std::max<int64_t>(1, kGradientGroupBytes / (row_size * int64_t(sizeof(T))))
+                            : n_in;
+  PowerIntervals<T> powers(values, by_derivative_rows ? n_in : 0, n_spans, K, K + 1);
+  at::Tensor power_lanes;
+  const Locator<T> locate_powers =
+      by_derivative_rows ? column_locator(powers.intervals, knots, power_lanes) : locate_slopes;
+  const Locator<T>* locate_x = grad_x == nullptr ? nullptr : by_derivative_rows ? &locate_powers : &locate_slopes;
   at::parallel_for(0, n_in, 1, [&](int64_t range_begin, int64_t range_end) {
     for (int64_t begin = range_begin; begin < range_end; begin += group) {
       const int64_t end = std::min(range_end, begin + group);
       SortedBlock<T, K> sorted(begin, end - begin, n_in, n_spans, block, grad_x != nullptr);
+      // these inputs' derivative rows, each interval's built when its first entry comes
+      UninitializedBuffer<T> derivative(by_derivative_rows ? (end - begin) * n_spans * K * n_out : 0);
+      std::vector<uint8_t> ready(by_derivative_rows ? (end - begin) * n_spans : 0, 0);
       // these inputs' weight gradient, tile-major (block_weight_gradient), then rearranged into grad_w
       AlignedVector<T> tiled_grad(grad_w != nullptr ? (end - begin) * row_size : 0);
       for (int64_t index = 0; index < n_blocks; ++index) {
         const int64_t b0 = index * block, count = std::min(block, shape.batch - b0);
-        sorted.build(locate_values, grad_x != nullptr ? &locate_slopes : nullptr, X, b0, count);
+        sorted.build(locate_values, locate_x, X, b0, count, !by_derivative_rows);
         if (grad_w != nullptr)
           block_weight_gradient(sorted, G + b0 * n_out, shape.padded_rows, n_out, count, tiled_grad.data());
-        if (grad_x != nullptr)
+        if (by_derivative_rows)
+          derivative_block_input_gradient(sorted, slopes, W, shape.padded_rows - 1, G + b0 * n_out, n_out,
+                                          derivative.data, ready.data(), grad_x + b0 * n_in);
+        else if (grad_x != nullptr)
           block_input_gradient(sorted, G + b0 * n_out, W, shape.padded_rows, n_out, count, grad_x + b0 * n_in, tiled);
       }
       if (grad_w != nullptr)
