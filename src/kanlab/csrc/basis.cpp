@@ -1188,17 +1188,47 @@ at::Tensor tiled_residual(const at::Tensor& padded, const LocalShape& shape) {
 // Entries outside the knots (or NaN) are left out.
 template <typename T, int K>
 struct SortedBlock {
+  // Inputs whose columns of the block's samples are copied out of X together: one pass over
+  // the block's rows per kColumns inputs, where a column at a time touched each row's cache
+  // line once per input.
+  static constexpr int64_t kColumns = 8;
   int64_t first_input, n_in, stride, n_spans, capacity;  // inputs [first_input, first_input + n_in) of stride
   std::vector<int32_t> start, sample, next, column_span;
-  std::vector<T> value, slope, column_value, column_slope;
+  // column_value and column_slope: a column's entries in sample order, K + 1 values each
+  std::vector<T> value, slope, column_x, column_value, column_slope;
 
   SortedBlock(int64_t first_input_, int64_t n_in_, int64_t stride_, int64_t n_spans_, int64_t capacity_,
               bool with_slopes)
       : first_input(first_input_), n_in(n_in_), stride(stride_), n_spans(n_spans_), capacity(capacity_),
         start(n_in_ * (n_spans_ + 1)),
         sample(n_in_ * capacity_), next(n_spans_), column_span(capacity_), value(n_in_ * capacity_ * (K + 1)),
-        slope(with_slopes ? n_in_ * capacity_ * (K + 1) : 0), column_value(capacity_ * (K + 1)),
-        column_slope(with_slopes ? capacity_ * (K + 1) : 0) {}
+        slope(with_slopes ? n_in_ * capacity_ * (K + 1) : 0), column_x(kColumns * capacity_),
+        column_value(capacity_ * (K + 1)), column_slope(with_slopes ? capacity_ * (K + 1) : 0) {}
+
+  // The chunk's m entries' K + 1 local values, entry c's at target[c * (K + 1) + r], so that
+  // sorting moves each entry's values in one copy; cubic floats by 4 x 4 transposes on AVX2.
+  static inline void interleave(const Chunk<T, K>& chunk, int64_t m, T* target) {
+    int64_t c = 0;
+#if defined(__AVX__) && !defined(__AVX512F__)
+    if constexpr (K == 3 && std::is_same_v<T, float>)
+      for (; c + 8 <= m; c += 8) {
+        const __m256 r0 = _mm256_load_ps(chunk.values[0] + c), r1 = _mm256_load_ps(chunk.values[1] + c);
+        const __m256 r2 = _mm256_load_ps(chunk.values[2] + c), r3 = _mm256_load_ps(chunk.values[3] + c);
+        const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+        const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+        // entry c + l's four values: lanes 0-3 of u[l] for l < 4, lanes 4-7 of u[l - 4] after
+        const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        T* o = target + c * 4;
+        _mm256_storeu_ps(o, _mm256_permute2f128_ps(u0, u1, 0x20));
+        _mm256_storeu_ps(o + 8, _mm256_permute2f128_ps(u2, u3, 0x20));
+        _mm256_storeu_ps(o + 16, _mm256_permute2f128_ps(u0, u1, 0x31));
+        _mm256_storeu_ps(o + 24, _mm256_permute2f128_ps(u2, u3, 0x31));
+      }
+#endif
+    for (; c < m; ++c)
+      for (int r = 0; r <= K; ++r) target[c * (K + 1) + r] = chunk.values[r][c];
+  }
 
   // Locates samples [b0, b0 + count) of X (batch, n_in) input by input (a column of samples at
   // a time, as for narrow layers) and sorts each column's entries by interval; slopes (nullptr:
@@ -1206,33 +1236,42 @@ struct SortedBlock {
   // (the powers of PowerIntervals).
   void build(const Locator<T>& values, const Locator<T>* slopes, const T* X, int64_t b0, int64_t count,
              bool slopes_in_x = true) {
-    alignas(64) T xs[kChunk];
     Chunk<T, K> chunk;
-    for (int64_t i = 0; i < n_in; ++i) {
-      for (int64_t c0 = 0; c0 < count; c0 += kChunk) {
-        const int64_t m = std::min(kChunk, count - c0);
-        for (int64_t c = 0; c < m; ++c) xs[c] = X[(b0 + c0 + c) * stride + first_input + i];
-        values.template fill<K, K + 1, true>(xs, first_input + i, m, false, chunk);
-        for (int64_t c = 0; c < m; ++c) column_span[c0 + c] = chunk.span[c];
-        for (int r = 0; r <= K; ++r) std::copy(chunk.values[r], chunk.values[r] + m, &column_value[r * capacity + c0]);
-        if (slopes == nullptr) continue;
-        slopes->template fill<K, K, true>(xs, first_input + i, m, slopes_in_x, chunk);
-        for (int r = 0; r <= K; ++r) std::copy(chunk.values[r], chunk.values[r] + m, &column_slope[r * capacity + c0]);
-      }
-      int32_t* first = start.data() + i * (n_spans + 1);
-      std::fill(first, first + n_spans + 1, 0);
-      for (int64_t c = 0; c < count; ++c)
-        if (column_span[c] >= 0) ++first[column_span[c] + 1];
-      for (int64_t s = 0; s < n_spans; ++s) first[s + 1] += first[s];
-      std::copy(first, first + n_spans, next.begin());
+    for (int64_t i0 = 0; i0 < n_in; i0 += kColumns) {
+      const int64_t g = std::min(kColumns, n_in - i0);
       for (int64_t c = 0; c < count; ++c) {
-        const int32_t s = column_span[c];
-        if (s < 0) continue;
-        const int64_t j = i * capacity + next[s]++;
-        sample[j] = static_cast<int32_t>(c);
-        for (int r = 0; r <= K; ++r) value[j * (K + 1) + r] = column_value[r * capacity + c];
-        if (slopes != nullptr)
-          for (int r = 0; r <= K; ++r) slope[j * (K + 1) + r] = column_slope[r * capacity + c];
+        const T* row = X + (b0 + c) * stride + first_input + i0;
+        for (int64_t a = 0; a < g; ++a) column_x[a * capacity + c] = row[a];
+      }
+      for (int64_t a = 0; a < g; ++a) {
+        const int64_t i = i0 + a;
+        const T* xs = column_x.data() + a * capacity;
+        for (int64_t c0 = 0; c0 < count; c0 += kChunk) {
+          const int64_t m = std::min(kChunk, count - c0);
+          values.template fill<K, K + 1, true>(xs + c0, first_input + i, m, false, chunk);
+          std::copy(chunk.span, chunk.span + m, column_span.begin() + c0);
+          interleave(chunk, m, &column_value[c0 * (K + 1)]);
+          if (slopes == nullptr) continue;
+          slopes->template fill<K, K, true>(xs + c0, first_input + i, m, slopes_in_x, chunk);
+          interleave(chunk, m, &column_slope[c0 * (K + 1)]);
+        }
+        int32_t* first = start.data() + i * (n_spans + 1);
+        std::fill(first, first + n_spans + 1, 0);
+        for (int64_t c = 0; c < count; ++c)
+          if (column_span[c] >= 0) ++first[column_span[c] + 1];
+        for (int64_t s = 0; s < n_spans; ++s) first[s + 1] += first[s];
+        std::copy(first, first + n_spans, next.begin());
+        int32_t* sample_i = sample.data() + i * capacity;
+        T* value_i = value.data() + i * capacity * (K + 1);
+        T* slope_i = slopes != nullptr ? slope.data() + i * capacity * (K + 1) : nullptr;
+        for (int64_t c = 0; c < count; ++c) {
+          const int32_t s = column_span[c];
+          if (s < 0) continue;
+          const int64_t j = next[s]++;
+          sample_i[j] = static_cast<int32_t>(c);
+          std::memcpy(value_i + j * (K + 1), &column_value[c * (K + 1)], sizeof(T) * (K + 1));
+          if (slope_i != nullptr) std::memcpy(slope_i + j * (K + 1), &column_slope[c * (K + 1)], sizeof(T) * (K + 1));
+        }
       }
     }
   }
@@ -1410,8 +1449,8 @@ template <typename T, int K>
 void block_forward(const SortedBlock<T, K>& block, const T* W, int64_t padded_rows, int64_t n_out, int64_t count,
                    T* out, bool tiled) {
   constexpr int64_t kTile = kTileBytes / sizeof(T);
-  AlignedVector<T> scratch(count * kTile);  // the block's rows of the tile, contiguous (as copy_tile's)
   const int64_t rows = tiled ? padded_rows - 1 : padded_rows;  // rows per input
+  AlignedVector<T> scratch(count * kTile);  // the block's rows of the tile, contiguous (as copy_tile's)
   for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
     T* tile = scratch.data();
     std::fill(tile, tile + count * kTile, T(0));
@@ -2266,13 +2305,16 @@ void fine_blocked_backward(const Locator<T>& locate_values, const Locator<T>& lo
 }
 
 // The spline part of a wide layer's gradients: x's into grad_x (batch, n_in) where given, the
-// padded weight's into grad_w (n_in, padded_rows, n_out) where given; on fine grids, edges gives
-// the parameters instead of W and asks for their gradients (fine_blocked_backward); W is in the
-// tiled layout where tiled says so. Threads take ranges of inputs, each going through all the
-// blocks of samples for its own inputs, so each writes its own rows of grad_w and its own
-// columns of grad_x: one weight gradient, no per-thread copies to zero and sum. On coarse grids
-// a thread sums its rows tile-major (block_weight_gradient), a group of inputs at a time
-// (kGradientGroupBytes), and rearranges them after the group's last block; on AVX2's tiled
+// padded weight's into grad_w (n_in, padded_rows, n_out) where given; edges asks for the
+// parameters' gradients instead (and on fine grids gives the parameters instead of W,
+// fine_blocked_backward); W is in the tiled layout where tiled says so. Threads take ranges of
+// inputs, each going through all the blocks of samples for its own inputs, so each writes its own
+// rows of the weight gradient and its own columns of grad_x: no per-thread copies to zero and
+// sum. On coarse grids a thread sums its rows tile-major (block_weight_gradient), a group of
+// inputs at a time (kGradientGroupBytes), and after the group's last block rearranges them into
+// grad_w or turns them into the edges' gradients (input_edge_gradients) while they are in
+// cache; at (1024, 256, 256, G = 5) the latter took the backward pass 0.96x the time of
+// rearranging them and then taking the edges' gradients from grad_w. On AVX2's tiled
 // layout of many tiles it takes x's gradient from the group's derivative rows, each interval's
 // built from W when its first entry comes (derivative_block_input_gradient).
 template <typename T, int K>
@@ -2290,7 +2332,10 @@ void blocked_backward(const Intervals<T>& values, const Intervals<T>& slopes, co
     fine_blocked_backward<T, K>(locate_values, locate_slopes, n_spans, X, G, W, shape, grad_x, grad_w, edges);
     return;
   }
-  TORCH_CHECK(edges == nullptr, "only fine grids take the parameters' gradients in the blocks");
+  // with edges, the parameters' gradients straight from each group's tile-major rows
+  const bool to_edges = edges != nullptr && (edges->grad_coef != nullptr || edges->grad_scale_sp != nullptr);
+  TORCH_CHECK(edges == nullptr || grad_w == nullptr, "the weight gradient goes to grad_w or to the edges");
+  const bool weight_gradient = grad_w != nullptr || to_edges;
   constexpr int64_t kTile = kTileBytes / sizeof(T);
   // AVX2's tiled layout of more than kFewTiles tiles takes x's gradient by derivative rows
   const bool by_derivative_rows = tiled && grad_x != nullptr && n_out > kFewTiles * kTile;
@@ -2298,7 +2343,7 @@ void blocked_backward(const Intervals<T>& values, const Intervals<T>& slopes, co
   // group reads G again); from derivative rows (n_spans * K per input: 33 at G = 5, k = 3, where
   // the weight has 15), in the weight gradient's groups: in one group (and with its buffer
   // zeroed) x's gradient alone took 1.00-1.02x the time from the weight's rows, in groups 0.91x
-  const int64_t group = grad_w != nullptr || by_derivative_rows
+  const int64_t group = weight_gradient || by_derivative_rows
                             ? std::max<int64_t>(1, kGradientGroupBytes / (row_size * int64_t(sizeof(T))))
                             : n_in;
   PowerIntervals<T> powers(values, by_derivative_rows ? n_in : 0, n_spans, K, K + 1);
@@ -2314,11 +2359,11 @@ void blocked_backward(const Intervals<T>& values, const Intervals<T>& slopes, co
       UninitializedBuffer<T> derivative(by_derivative_rows ? (end - begin) * n_spans * K * n_out : 0);
       std::vector<uint8_t> ready(by_derivative_rows ? (end - begin) * n_spans : 0, 0);
       // these inputs' weight gradient, tile-major (block_weight_gradient), then rearranged into grad_w
-      AlignedVector<T> tiled_grad(grad_w != nullptr ? (end - begin) * row_size : 0);
+      AlignedVector<T> tiled_grad(weight_gradient ? (end - begin) * row_size : 0);
       for (int64_t index = 0; index < n_blocks; ++index) {
         const int64_t b0 = index * block, count = std::min(block, shape.batch - b0);
         sorted.build(locate_values, locate_x, X, b0, count, !by_derivative_rows);
-        if (grad_w != nullptr)
+        if (weight_gradient)
           block_weight_gradient(sorted, G + b0 * n_out, shape.padded_rows, n_out, count, tiled_grad.data());
         if (by_derivative_rows)
           derivative_block_input_gradient(sorted, slopes, W, shape.padded_rows - 1, G + b0 * n_out, n_out,
@@ -2326,6 +2371,13 @@ void blocked_backward(const Intervals<T>& values, const Intervals<T>& slopes, co
         else if (grad_x != nullptr)
           block_input_gradient(sorted, G + b0 * n_out, W, shape.padded_rows, n_out, count, grad_x + b0 * n_in, tiled);
       }
+      if (to_edges)
+        for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto) {
+          const T* source = tiled_grad.data() + t0 * (end - begin) * shape.padded_rows;
+          for (int64_t a = 0; a < end - begin; ++a)
+            input_edge_gradients(source + a * shape.padded_rows * width, width, begin + a, t0, t0 + width, shape, K,
+                                 *edges);
+        });
       if (grad_w != nullptr)
         for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
           const T* source = tiled_grad.data() + t0 * (end - begin) * shape.padded_rows;
@@ -2772,7 +2824,7 @@ void layer_gradients(const at::Tensor& parts, const LocalShape& shape, int64_t k
   });
 }
 
-// Whether a fused layer goes by fine_layer_forward and fine_layer_backward, with no padded weight:
+// Whether a fused layer goes by fine_layer_forward and blocks_layer_backward, with no padded weight:
 // a wide layer on a fine grid; without a residual, a NaN input sends it entry by entry instead.
 bool takes_fine_layer(const LocalShape& shape, const at::Tensor& x, bool with_base) {
   return takes_blocks(shape) && shape.padded_rows >= kFineRows && (with_base || !at::isnan(x).any().item<bool>());
@@ -2802,16 +2854,20 @@ at::Tensor fine_layer_forward(const at::Tensor& x, const at::Tensor& knots, cons
   return result;
 }
 
-// kan_layer_backward on fine grids: the blocks give x's gradient and, without a padded weight
-// (gradient), coef's and scale_sp's (fine_blocked_backward's edges); the residual's parts are two
-// small matrix products.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fine_layer_backward(
+// kan_layer_backward in blocks of samples: the blocks give x's gradient and the parameters'
+// gradients (blocked_backward's edges); the residual's parts are two small matrix products.
+// padded: the forward pass's padded weight on coarse grids (in the tiled layout where tiled says
+// so), whose groups of inputs turn their weight gradient into the edges' while it is in cache
+// (no padded weight gradient in memory); nullptr on fine grids, whose blocks read the parameters
+// themselves. base: silu(x) where the caller has it.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> blocks_layer_backward(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& knots, const std::optional<at::Tensor>& table,
     const std::optional<at::Tensor>& derivative_table, int64_t k, const std::optional<at::Tensor>& cardinal,
     const std::optional<at::Tensor>& cardinal_derivative, const std::optional<at::Tensor>& start,
     const std::optional<at::Tensor>& step, const at::Tensor& coef, const at::Tensor& scale_sp,
-    const std::optional<at::Tensor>& scale_base, const at::Tensor& mask, const LocalShape& shape, bool need_x,
-    bool need_coef, bool need_scale_sp, bool need_scale_base) {
+    const std::optional<at::Tensor>& scale_base, const at::Tensor& mask, const LocalShape& shape,
+    const at::Tensor* padded, const std::optional<at::Tensor>& base, bool tiled, bool need_x, bool need_coef,
+    bool need_scale_sp, bool need_scale_base) {
   TORCH_CHECK(grad.dim() == 2 && grad.size(0) == shape.batch && grad.size(1) == shape.n_out, "grad must be (batch, out)");
   const at::Tensor g = grad.contiguous();
   const at::Tensor none = at::empty({0}, x.options());
@@ -2819,7 +2875,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fine_layer_backward(
   at::Tensor grad_coef = need_coef ? at::empty_like(coef) : none;
   at::Tensor grad_sp = need_scale_sp ? at::empty_like(scale_sp) : none;
   if (need_x || need_coef || need_scale_sp)  // else the residual's products below are all that is asked
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fine_layer_backward", [&] {
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "blocks_layer_backward", [&] {
       using T = scalar_t;
       const Intervals<T> values = intervals<T>(knots, table, cardinal, start, step, k);
       const Intervals<T> slopes =
@@ -2830,14 +2886,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> fine_layer_backward(
       with_degree(k, [&](auto degree) {
         constexpr int K = decltype(degree)::value;
         if constexpr (K > 0)
-          blocked_backward<T, K>(values, slopes, knots, x.const_data_ptr<T>(), g.const_data_ptr<T>(), nullptr, shape,
-                                 need_x ? grad_x.data_ptr<T>() : nullptr, nullptr, &edges);
+          blocked_backward<T, K>(values, slopes, knots, x.const_data_ptr<T>(), g.const_data_ptr<T>(),
+                                 padded != nullptr ? padded->const_data_ptr<T>() : nullptr, shape,
+                                 need_x ? grad_x.data_ptr<T>() : nullptr, nullptr, &edges, tiled);
       });
     });
-  const bool with_base = scale_base.has_value();
-  if (need_x && with_base) grad_x.add_(at::silu_backward(at::mm(g, mask.mul(*scale_base)), x));
+  if (!scale_base.has_value()) return {grad_x, grad_coef, grad_sp, none};
+  if (need_x) {  // the residual's rows (in, out) from the padded weight, or (out, in) from the parameters
+    const at::Tensor residual = padded == nullptr ? mask.mul(*scale_base)
+                                : tiled ? tiled_residual(*padded, shape).t()
+                                        : padded->select(1, shape.padded_rows - 1).t();
+    grad_x.add_(at::silu_backward(at::mm(g, residual), x));
+  }
   const at::Tensor grad_base_scale =
-      need_scale_base && with_base ? at::mm(at::silu(x).t(), g).t().mul(mask).contiguous() : none;
+      need_scale_base ? at::mm((base.has_value() ? *base : at::silu(x)).t(), g).t().mul(mask).contiguous() : none;
   return {grad_x, grad_coef, grad_sp, grad_base_scale};
 }
 
@@ -2892,11 +2954,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kan_layer_backward(
   need_scale_base = need_scale_base && with_base;
   const LocalShape shape = layer_shape(x, knots, k, coef, scale_sp, scale_base, mask);
   if (takes_fine_layer(shape, x, with_base))
-    return fine_layer_backward(grad, x, knots, table, derivative_table, k, cardinal, cardinal_derivative, start, step,
-                               coef, scale_sp, scale_base, mask, shape, need_x, need_coef, need_scale_sp,
-                               need_scale_base);
+    return blocks_layer_backward(grad, x, knots, table, derivative_table, k, cardinal, cardinal_derivative, start, step,
+                                 coef, scale_sp, scale_base, mask, shape, nullptr, std::nullopt, false, need_x,
+                                 need_coef, need_scale_sp, need_scale_base);
   const bool tiled = tiled_layout(shape, x, with_base);  // as the forward pass's
   const LayerInputs layer = layer_inputs(x, knots, k, coef, scale_sp, scale_base, mask, padded, tiled);
+  if (tiled || (takes_blocks(shape) && (with_base || !at::isnan(x).any().item<bool>())))
+    return blocks_layer_backward(grad, x, knots, table, derivative_table, k, cardinal, cardinal_derivative, start, step,
+                                 coef, scale_sp, scale_base, mask, shape, &layer.padded, layer.base, tiled, need_x,
+                                 need_coef, need_scale_sp, need_scale_base);
   const bool need_weight = need_coef || need_scale_sp || need_scale_base;
   auto [grad_x, grad_base, parts] = product_backward_from_padded(
       grad, x, layer.base, knots, table, derivative_table, k, cardinal, cardinal_derivative, start, step, layer.padded,
