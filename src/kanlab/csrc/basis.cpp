@@ -1193,17 +1193,19 @@ struct SortedBlock {
   // line once per input.
   static constexpr int64_t kColumns = 8;
   int64_t first_input, n_in, stride, n_spans, capacity;  // inputs [first_input, first_input + n_in) of stride
+  // slopes per entry: K + 1, none (0), or 1, the second of the slope locator's values (u of
+  // PowerIntervals, all that x's gradient by derivative rows reads)
+  int64_t slope_width;
   std::vector<int32_t> start, sample, next, column_span;
   // column_value and column_slope: a column's entries in sample order, K + 1 values each
   std::vector<T> value, slope, column_x, column_value, column_slope;
 
   SortedBlock(int64_t first_input_, int64_t n_in_, int64_t stride_, int64_t n_spans_, int64_t capacity_,
-              bool with_slopes)
+              int64_t slope_width_)
       : first_input(first_input_), n_in(n_in_), stride(stride_), n_spans(n_spans_), capacity(capacity_),
-        start(n_in_ * (n_spans_ + 1)),
-        sample(n_in_ * capacity_), next(n_spans_), column_span(capacity_), value(n_in_ * capacity_ * (K + 1)),
-        slope(with_slopes ? n_in_ * capacity_ * (K + 1) : 0), column_x(kColumns * capacity_),
-        column_value(capacity_ * (K + 1)), column_slope(with_slopes ? capacity_ * (K + 1) : 0) {}
+        slope_width(slope_width_), start(n_in_ * (n_spans_ + 1)), sample(n_in_ * capacity_), next(n_spans_),
+        column_span(capacity_), value(n_in_ * capacity_ * (K + 1)), slope(n_in_ * capacity_ * slope_width_),
+        column_x(kColumns * capacity_), column_value(capacity_ * (K + 1)), column_slope(capacity_ * slope_width_) {}
 
   // The chunk's m entries' K + 1 local values, entry c's at target[c * (K + 1) + r], so that
   // sorting moves each entry's values in one copy; cubic floats by 4 x 4 transposes on AVX2.
@@ -1253,7 +1255,8 @@ struct SortedBlock {
           interleave(chunk, m, &column_value[c0 * (K + 1)]);
           if (slopes == nullptr) continue;
           slopes->template fill<K, K, true>(xs + c0, first_input + i, m, slopes_in_x, chunk);
-          interleave(chunk, m, &column_slope[c0 * (K + 1)]);
+          if (slope_width == 1) std::copy(chunk.values[1], chunk.values[1] + m, column_slope.begin() + c0);
+          else interleave(chunk, m, &column_slope[c0 * (K + 1)]);
         }
         int32_t* first = start.data() + i * (n_spans + 1);
         std::fill(first, first + n_spans + 1, 0);
@@ -1263,14 +1266,16 @@ struct SortedBlock {
         std::copy(first, first + n_spans, next.begin());
         int32_t* sample_i = sample.data() + i * capacity;
         T* value_i = value.data() + i * capacity * (K + 1);
-        T* slope_i = slopes != nullptr ? slope.data() + i * capacity * (K + 1) : nullptr;
+        T* slope_i = slopes != nullptr ? slope.data() + i * capacity * slope_width : nullptr;
         for (int64_t c = 0; c < count; ++c) {
           const int32_t s = column_span[c];
           if (s < 0) continue;
           const int64_t j = next[s]++;
           sample_i[j] = static_cast<int32_t>(c);
           std::memcpy(value_i + j * (K + 1), &column_value[c * (K + 1)], sizeof(T) * (K + 1));
-          if (slope_i != nullptr) std::memcpy(slope_i + j * (K + 1), &column_slope[c * (K + 1)], sizeof(T) * (K + 1));
+          if (slope_width == 1) slope_i[j] = column_slope[c];
+          else if (slope_i != nullptr)
+            std::memcpy(slope_i + j * (K + 1), &column_slope[c * (K + 1)], sizeof(T) * (K + 1));
         }
       }
     }
@@ -1306,7 +1311,7 @@ inline void for_each_interval(const SortedBlock<T, K>& block, Body body, int64_t
     const int32_t* first = block.start.data() + i * (block.n_spans + 1);
     const int32_t* samples = block.sample.data() + i * block.capacity;
     const T* values = block.value.data() + i * block.capacity * (K + 1);
-    const T* slopes = block.slope.empty() ? nullptr : block.slope.data() + i * block.capacity * (K + 1);
+    const T* slopes = block.slope.empty() ? nullptr : block.slope.data() + i * block.capacity * block.slope_width;
     for (int64_t s = 0; s < block.n_spans; ++s)
       if (first[s] < first[s + 1]) body(block.first_input + i, s, samples, values, slopes, first[s], first[s + 1]);
   }
@@ -1733,7 +1738,7 @@ __attribute__((noinline)) void derivative_entries_input_gradient(const T* D_inpu
 // The block's part of x's gradient by derivative rows: D holds the rows of the block's inputs
 // (n_spans * K rows each, from input first_input on), built where ready says they are not yet
 // (an interval's rows the first time one of its entries comes); the block's slopes are the
-// entries' powers of u (PowerIntervals).
+// entries' u alone (slope_width 1, the second power of PowerIntervals).
 template <typename T, int K>
 void derivative_block_input_gradient(const SortedBlock<T, K>& block, const Intervals<T>& slopes, const T* W_tiled,
                                      int64_t w_rows, const T* G, int64_t n_out, T* D, uint8_t* ready, T* result) {
@@ -1746,7 +1751,7 @@ void derivative_block_input_gradient(const SortedBlock<T, K>& block, const Inter
       derivative_rows<T, K>(slopes, W_tiled, w_rows, n_spans, n_out, i, s, D_input);
       ready[a * n_spans + s] = 1;
     }
-    auto u = [&](int32_t j) { return K > 1 ? powers[j * (K + 1) + 1] : T(0); };
+    auto u = [&](int32_t j) { return K > 1 ? powers[j] : T(0); };
     int32_t j = j0;
     for (; j + 1 < j1; j += 2) {
       const T* g[2] = {G + samples[j] * n_out, G + samples[j + 1] * n_out};
@@ -1870,7 +1875,7 @@ void blocked_product(const Intervals<T>& intervals, const at::Tensor& knots, con
   const int64_t n_spans = knots.size(1) - 1;
   const int64_t block = block_samples(shape.batch, n_spans), n_blocks = (shape.batch + block - 1) / block;
   at::parallel_for(0, n_blocks, 1, [&](int64_t begin, int64_t end) {
-    SortedBlock<T, K> sorted(0, shape.n_in, shape.n_in, n_spans, block, false);
+    SortedBlock<T, K> sorted(0, shape.n_in, shape.n_in, n_spans, block, 0);
     for (int64_t index = begin; index < end; ++index) {
       const int64_t b0 = index * block, count = std::min(block, shape.batch - b0);
       sorted.build(locate, nullptr, X, b0, count);
@@ -2119,7 +2124,7 @@ void fine_product(const Intervals<T>& intervals, const at::Tensor& knots, const 
     for (int64_t slot = begin; slot < end; ++slot) {
       const int64_t i0 = slot * n_in / slots, i1 = (slot + 1) * n_in / slots;
       T* target = slot == 0 ? out : sums.get() + (slot - 1) * batch * n_out;
-      SortedBlock<T, K> sorted(i0, i1 - i0, n_in, n_spans, block, false);
+      SortedBlock<T, K> sorted(i0, i1 - i0, n_in, n_spans, block, 0);
       for (int64_t b0 = 0; b0 < batch; b0 += block) {
         const int64_t count = std::min(block, batch - b0);
         sorted.build(locate, nullptr, X, b0, count);
@@ -2250,7 +2255,7 @@ void fine_blocked_backward(const Locator<T>& locate_values, const Locator<T>& lo
   const int64_t group = std::max<int64_t>(1, kGroupBytes / (rows * n_out * static_cast<int64_t>(sizeof(T))));
   const bool to_edges = edges != nullptr && (edges->grad_coef != nullptr || edges->grad_scale_sp != nullptr);
   at::parallel_for(0, n_in, 1, [&](int64_t begin, int64_t end) {
-    SortedBlock<T, K> sorted(begin, std::min(group, end - begin), n_in, n_spans, block, grad_x != nullptr);
+    SortedBlock<T, K> sorted(begin, std::min(group, end - begin), n_in, n_spans, block, grad_x != nullptr ? K + 1 : 0);
     AlignedVector<T> scratch(to_edges ? sorted.n_in * rows * n_out : 0);
     const int64_t piece_rows = shape.n_basis + 2 * K;
     AlignedVector<T> pieces(grad_x != nullptr && W == nullptr ? sorted.n_in * piece_rows * kTile : 0);
@@ -2354,7 +2359,8 @@ void blocked_backward(const Intervals<T>& values, const Intervals<T>& slopes, co
   at::parallel_for(0, n_in, 1, [&](int64_t range_begin, int64_t range_end) {
     for (int64_t begin = range_begin; begin < range_end; begin += group) {
       const int64_t end = std::min(range_end, begin + group);
-      SortedBlock<T, K> sorted(begin, end - begin, n_in, n_spans, block, grad_x != nullptr);
+      SortedBlock<T, K> sorted(begin, end - begin, n_in, n_spans, block,
+                               grad_x == nullptr ? 0 : by_derivative_rows ? 1 : K + 1);
       // these inputs' derivative rows, each interval's built when its first entry comes
       UninitializedBuffer<T> derivative(by_derivative_rows ? (end - begin) * n_spans * K * n_out : 0);
       std::vector<uint8_t> ready(by_derivative_rows ? (end - begin) * n_spans : 0, 0);
