@@ -10,7 +10,8 @@ for the backward pass. "adapted" is the same layer after ``update_grid`` on skew
 an efficient-kan-style dense layer (every basis by the full Cox-de Boor recursion, then two
 matrix products; our own code), an MLP with the KAN layer's parameter count (in -> h -> out),
 and, with ``--pykan-python``, pykan 0.2.8's KANLayer (timed in its own interpreter against
-its own nn.Linear). "vs own G=5" compares kanlab's fwd+bwd with its own at G = 5, same shape.
+its own nn.Linear). "vs own G=5" compares kanlab's fwd+bwd with its own at G = 5, same shape,
+timed beside it in the same rounds (a paired ratio too).
 kanlab's columns come twice: the pure-torch path, and with the compiled kernel
 (``kanlab.native``, built on the first run; ``--no-compiled`` skips it).
 Prints a markdown table and writes its section of RESULTS.md.
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import statistics
 import subprocess
 import sys
 
@@ -64,7 +64,9 @@ def same_size_mlp(layer: kanlab.KANLinear) -> nn.Module:
     return nn.Sequential(nn.Linear(layer.in_features, hidden), nn.SiLU(), nn.Linear(hidden, layer.out_features))
 
 
-def measure(batch: int, n_in: int, n_out: int, grid: int, compiled: bool, k: int = 3) -> list:
+def measure(batch: int, n_in: int, n_out: int, grid: int, compiled: bool, k: int = 3, beside_g5: bool = False) -> list:
+    """One row of the table; beside_g5: also time the same shape at G = 5 in the same rounds,
+    for the "vs own G=5" columns (else they stay empty)."""
     generator = torch.Generator().manual_seed(0)
     layer = kanlab.KANLinear(n_in, n_out, grid=grid, k=k, generator=generator)
     adapted = kanlab.KANLinear(n_in, n_out, grid=grid, k=k, generator=generator)
@@ -90,21 +92,26 @@ def measure(batch: int, n_in: int, n_out: int, grid: int, compiled: bool, k: int
                 module(inputs).sum().backward()
         return run
 
-    # each candidate beside the linear it is divided by, so that a round's ratio is of neighbours
+    # each candidate beside the linear it is divided by, so that a round's ratio is of neighbours;
+    # with beside_g5, the same shape at G = 5 right after the step it is compared with
+    own_g5 = kanlab.KANLinear(n_in, n_out, grid=5, k=k, generator=generator) if beside_g5 else None
     candidates = {"kan_fwd": forward(layer, x)}
     if compiled:
         candidates["kan_fwd_c"] = forward(layer, x, True)
     candidates["lin_fwd"] = forward(linear, wide)
     if compiled:
         candidates["kan_step_c"] = train_step(layer, x, True)
+        if beside_g5:
+            candidates["own_g5_step_c"] = train_step(own_g5, x, True)
     candidates["lin_step"] = train_step(linear, wide)
     candidates["kan_step"] = train_step(layer, x)
+    if beside_g5:
+        candidates["own_g5_step"] = train_step(own_g5, x)
     if compiled:
         candidates["adapted_step_c"] = train_step(adapted, x, True)
     candidates.update(adapted_step=train_step(adapted, x), mlp_step=train_step(mlp, x),
                       dense_step=train_step(dense, x))
     samples = interleaved_samples(candidates, repeats=REPEATS)
-    times = {name: statistics.median(values) for name, values in samples.items()}
 
     def linear_ratio(name: str) -> str:
         return f"{paired_ratio(samples, name, 'lin_fwd' if 'fwd' in name else 'lin_step'):.2f}x"
@@ -116,13 +123,15 @@ def measure(batch: int, n_in: int, n_out: int, grid: int, compiled: bool, k: int
                                                           ("kan_fwd", "kan_step", "adapted_step")]
     if compiled:
         row += [linear_ratio(name) for name in ("kan_fwd_c", "kan_step_c", "adapted_step_c")]
-    return row + [
+    row += [
         linear_ratio("dense_step"),
         linear_ratio("mlp_step"),
         f"{kan_mem / lin_mem:.2f}x",
         f"{kan_mem / 2**20:.1f} / {lin_mem / 2**20:.1f}",
-        (times["kan_step"], times.get("kan_step_c")),
     ]
+    for path in ("", "_c")[: 1 + compiled]:  # the torch path, then the compiled kernel
+        row.append(f"{paired_ratio(samples, 'kan_step' + path, 'own_g5_step' + path):.2f}x" if beside_g5 else "")
+    return row
 
 
 def pykan_ratios(python: str) -> dict:
@@ -138,13 +147,10 @@ def main() -> None:
     parser.add_argument("--no-compiled", action="store_true", help="leave out the compiled kernel's columns")
     args = parser.parse_args()
     compiled = not args.no_compiled and kanlab.native.load()
-    rows = [measure(*size, compiled) for size in SIZES]
-    own_g5 = {(b, i, o): row[-1] for (b, i, o, g), row in zip(SIZES, rows) if g == 5}
+    with_g5 = {(b, i, o) for b, i, o, g in SIZES if g == 5}
+    rows = [measure(*size, compiled, beside_g5=size[3] != 5 and size[:3] in with_g5) for size in SIZES]
     theirs = pykan_ratios(args.pykan_python) if args.pykan_python else {}
-    for (b, i, o, g), row in zip(SIZES, rows):
-        seconds = row.pop()
-        for path in range(1 + compiled):  # the torch path, then the compiled kernel
-            row.append(f"{seconds[path] / own_g5[(b, i, o)][path]:.2f}x" if g != 5 and (b, i, o) in own_g5 else "")
+    for row in rows:
         if theirs:
             row.append(f"{theirs[row[0]]:.1f}x")
     header = ["(batch, in, out, G)", "forward / linear", "fwd+bwd / linear", "fwd+bwd adapted grid / linear"]
@@ -160,7 +166,7 @@ def main() -> None:
         f"`.venv/bin/python benchmarks/bench_layer.py`: torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {torch.backends.cpu.get_cpu_capability()}, "
         f"float32, k=3, input requires grad, gradients cleared before each step; {REPEATS} interleaved rounds, "
         "each ratio to the linear the median over rounds of the two sides' times in the same round "
-        "(\"vs own G=5\": the ratio of the two rows' medians); "
+        "(\"vs own G=5\" likewise, beside the same layer shape at G = 5 in the same rounds); "
         "memory = tensors kept for backward "
         "(torch path).\n\n"
         + table + "\n"
