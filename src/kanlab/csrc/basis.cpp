@@ -1235,7 +1235,7 @@ struct SortedBlock {
   // Locates samples [b0, b0 + count) of X (batch, n_in) input by input (a column of samples at
   // a time, as for narrow layers) and sorts each column's entries by interval; slopes (nullptr:
   // none) also gives the bases' x-derivatives, or without slopes_in_x the locator's own values
-  // (the powers of PowerIntervals).
+  // (the powers of PowerIntervals), slope_width of them kept per entry.
   void build(const Locator<T>& values, const Locator<T>* slopes, const T* X, int64_t b0, int64_t count,
              bool slopes_in_x = true) {
     Chunk<T, K> chunk;
@@ -1253,7 +1253,7 @@ struct SortedBlock {
           values.template fill<K, K + 1, true>(xs + c0, first_input + i, m, false, chunk);
           std::copy(chunk.span, chunk.span + m, column_span.begin() + c0);
           interleave(chunk, m, &column_value[c0 * (K + 1)]);
-          if (slopes == nullptr) continue;
+          if (slopes == nullptr || slope_width == 0) continue;
           slopes->template fill<K, K, true>(xs + c0, first_input + i, m, slopes_in_x, chunk);
           if (slope_width == 1) std::copy(chunk.values[1], chunk.values[1] + m, column_slope.begin() + c0);
           else interleave(chunk, m, &column_slope[c0 * (K + 1)]);
@@ -1266,16 +1266,16 @@ struct SortedBlock {
         std::copy(first, first + n_spans, next.begin());
         int32_t* sample_i = sample.data() + i * capacity;
         T* value_i = value.data() + i * capacity * (K + 1);
-        T* slope_i = slopes != nullptr ? slope.data() + i * capacity * slope_width : nullptr;
+        T* slope_i = slopes != nullptr && slope_width > 0 ? slope.data() + i * capacity * slope_width : nullptr;
         for (int64_t c = 0; c < count; ++c) {
           const int32_t s = column_span[c];
           if (s < 0) continue;
           const int64_t j = next[s]++;
           sample_i[j] = static_cast<int32_t>(c);
           std::memcpy(value_i + j * (K + 1), &column_value[c * (K + 1)], sizeof(T) * (K + 1));
+          if (slope_i == nullptr) continue;
           if (slope_width == 1) slope_i[j] = column_slope[c];
-          else if (slope_i != nullptr)
-            std::memcpy(slope_i + j * (K + 1), &column_slope[c * (K + 1)], sizeof(T) * (K + 1));
+          else std::memcpy(slope_i + j * (K + 1), &column_slope[c * (K + 1)], sizeof(T) * (K + 1));
         }
       }
     }
@@ -1454,8 +1454,8 @@ template <typename T, int K>
 void block_forward(const SortedBlock<T, K>& block, const T* W, int64_t padded_rows, int64_t n_out, int64_t count,
                    T* out, bool tiled) {
   constexpr int64_t kTile = kTileBytes / sizeof(T);
-  const int64_t rows = tiled ? padded_rows - 1 : padded_rows;  // rows per input
   AlignedVector<T> scratch(count * kTile);  // the block's rows of the tile, contiguous (as copy_tile's)
+  const int64_t rows = tiled ? padded_rows - 1 : padded_rows;  // rows per input
   for_each_tile<T>(n_out, [&](int64_t t0, int64_t width, auto vectors) {
     T* tile = scratch.data();
     std::fill(tile, tile + count * kTile, T(0));
