@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 _SOURCE = Path(__file__).parent / "csrc" / "basis.cpp"
 _OPERATORS = "kanlab_native"
+# -fno-trapping-math lets floor() vectorize; no flag here changes NaN or rounding
+COMPILE_FLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-mprefer-vector-width=512", "-fopenmp")
 _switch = {"loaded": False, "enabled": True}
 
 
@@ -59,9 +61,7 @@ def load(build_directory: str | os.PathLike | None = None, verbose: bool = False
             cpp_extension.load(
                 name=_OPERATORS,
                 sources=[str(_SOURCE)],
-                # -fno-trapping-math lets floor() vectorize; no flag here changes NaN or rounding
-                extra_cflags=["-O3", "-march=native", "-fno-trapping-math", "-mprefer-vector-width=512",
-                              "-fopenmp"],
+                extra_cflags=list(COMPILE_FLAGS),
                 extra_ldflags=["-fopenmp"],
                 is_python_module=False,
                 verbose=verbose,

@@ -1693,15 +1693,14 @@ inline void keep_in_register(V& v) {
 
 // kEntries entries' (1 or 2) parts of x's gradient from their interval's derivative rows (the
 // input's D_input, rows per input, from row q): <sum_p u^p * D[q + p], g> by Horner's rule in each
-// entry's u, added into *result[e]; whole tiles two vectors at a time, the last few outputs
-// element by element.
+// entry's u, added into *result[e]; whole tiles a vector at a time (kTileBytes / kVectorBytes
+// vectors: two on AVX2, four with AVX-512), the last few outputs element by element.
 template <typename T, int K, int kEntries>
 __attribute__((noinline)) void derivative_entries_input_gradient(const T* D_input, int64_t rows, int64_t q,
                                                                  int64_t n_out, const T* const* g, const T* u,
                                                                  T* const* result) {
   using V = typename Simd<T>::V;
   constexpr int64_t kLanes = kVectorBytes / sizeof(T), kTile = kTileBytes / sizeof(T), kHalves = kTile / kLanes;
-  static_assert(kHalves == 2, "AVX2's tiles are two vectors");
   V us[kEntries], sums[kEntries][kHalves] = {};
   for (int e = 0; e < kEntries; ++e) us[e] = splat<V>(u[e]);
   const int64_t full = n_out / kTile * kTile, tile_stride = kTile * rows;
@@ -1720,7 +1719,8 @@ __attribute__((noinline)) void derivative_entries_input_gradient(const T* D_inpu
       }
     }
   for (int e = 0; e < kEntries; ++e) {
-    T total = horizontal_sum<T>(sums[e][0] + sums[e][1]);
+    for (int h = 1; h < kHalves; ++h) sums[e][0] += sums[e][h];
+    T total = horizontal_sum<T>(sums[e][0]);
     for (int64_t t0 = full, width = 0; t0 < n_out; t0 += width) {
       int64_t first;
       tile_containing<T>(t0, n_out, first, width);
