@@ -355,16 +355,18 @@ def test_derivative_rows_equal_the_dense_path(dtype, k, kind, asked, monkeypatch
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("needs", ["all", "parameters", "x and coef", "scale_base"])
-def test_fine_grid_blocks_equal_the_dense_path(dtype, needs, monkeypatch):
+@pytest.mark.parametrize("n_in", [300, 60])
+def test_fine_grid_blocks_equal_the_dense_path(dtype, needs, n_in, monkeypatch):
     """Fine grids (G + 2k + 1 >= 32) on a wide layer: no padded weight; the forward pass splits
     inputs between threads and builds each few inputs' padded rows of a tile in cache, and the
     backward goes through groups of inputs and takes coef's and scale_sp's gradients from each
-    group's rows, with no padded gradient. 300 inputs make several groups, 1100 samples two
-    blocks, 86 outputs tiles of 4, 2, 1 and no whole vectors; against the dense path, with some
-    gradients not asked for."""
+    group's rows, with no padded gradient. 300 inputs make several groups and a coef (4.4 MB in
+    float32) whose gradient the kernel writes by non-temporal stores (over 4 MiB), 60 inputs
+    one that it copies; 1100 samples two blocks, 86 outputs tiles of 4, 2, 1 and no whole
+    vectors; against the dense path, with some gradients not asked for."""
     generator = torch.Generator().manual_seed(7)
-    layer = KANLinear(300, 86, grid=40, k=3, generator=generator, dtype=dtype)
-    x = torch.randn(1100, 300, generator=generator, dtype=torch.float64).to(dtype)
+    layer = KANLinear(n_in, 86, grid=40, k=3, generator=generator, dtype=dtype)
+    x = torch.randn(1100, n_in, generator=generator, dtype=torch.float64).to(dtype)
     layer.update_grid(x)
     with torch.no_grad():
         layer.coef.normal_(generator=generator)
