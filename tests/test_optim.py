@@ -1,9 +1,9 @@
-"""kanlab.optim.LBFGS: the same iterates as torch.optim.LBFGS in float64, at less cost per step."""
+"""kanlab.optim: LBFGS takes the same iterates as torch.optim.LBFGS in float64, at less cost per step; adam is torch's Adam, fused."""
 
 import pytest
 import torch
 
-from kanlab.optim import LBFGS
+from kanlab.optim import LBFGS, adam
 
 
 def _problem(seed: int = 0):
@@ -132,3 +132,22 @@ def test_bad_arguments_are_named():
         LBFGS(parameters, history_size=0)
     with pytest.raises(ValueError, match="tolerance_ys"):
         LBFGS(parameters, tolerance_ys=-1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_adam_is_fused_on_the_cpu_and_takes_torchs_steps(dtype):
+    """``adam`` uses torch's fused kernel on the CPU, whose steps are torch's default Adam's to
+    rounding; on a device without one (here "meta") it leaves the choice to torch."""
+    generator = torch.Generator().manual_seed(0)
+    ours = torch.randn(50, 7, generator=generator, dtype=dtype, requires_grad=True)
+    theirs = ours.detach().clone().requires_grad_(True)
+    optimizer, reference = adam([ours], lr=1e-2), torch.optim.Adam([theirs], lr=1e-2)
+    assert optimizer.defaults["fused"] is True and not reference.defaults["fused"]
+    weights = torch.arange(7, dtype=dtype)
+    for _ in range(100):
+        for parameter, step in ((ours, optimizer), (theirs, reference)):
+            step.zero_grad()
+            (parameter.sin() * weights).sum().backward()
+            step.step()
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5 if dtype == torch.float32 else 1e-13)
+    assert not adam([torch.zeros(3, device="meta", requires_grad=True)], lr=1e-3).defaults["fused"]

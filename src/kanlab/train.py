@@ -23,7 +23,7 @@ import torch
 
 from .fused import squared_error_step
 from .model import KAN
-from .optim import LBFGS
+from .optim import LBFGS, adam
 from .sparsity import EdgeSparsity
 
 __all__ = ["fit", "regularization"]
@@ -270,7 +270,7 @@ def fit(
             tolerance_ys=1e-32,
         )
     else:
-        optimizer = torch.optim.Adam(parameters, lr=lr)
+        optimizer = adam(parameters, lr=lr)
 
     def objective(x, y):
         norms = None

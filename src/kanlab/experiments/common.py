@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..optim import LBFGS
+from ..optim import LBFGS, adam
 
 __all__ = ["Result", "train_mlp", "mlp_parameters", "kan_parameters", "rmse", "Timer", "BestOnValidation"]
 
@@ -157,7 +157,7 @@ def minimize(parameters: list[torch.Tensor], objective: Callable[[], torch.Tenso
     if opt not in ("LBFGS", "Adam"):
         raise ValueError(f"opt must be 'LBFGS' or 'Adam', got {opt!r}")
     if opt == "Adam":
-        optimizer = torch.optim.Adam(parameters, lr=lr)
+        optimizer = adam(parameters, lr=lr)
     else:
         tolerances = {} if tolerance is None else {"tolerance_grad": tolerance, "tolerance_change": tolerance}
         optimizer = LBFGS(parameters, lr=lr, history_size=10, line_search_fn="strong_wolfe", tolerance_ys=1e-32,
