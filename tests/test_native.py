@@ -361,7 +361,7 @@ def test_fine_grid_blocks_equal_the_dense_path(dtype, needs, n_in, monkeypatch):
     inputs between threads and builds each few inputs' padded rows of a tile in cache, and the
     backward goes through groups of inputs and takes coef's and scale_sp's gradients from each
     group's rows, with no padded gradient. 300 inputs make several groups and a coef (4.4 MB in
-    float32) whose gradient the kernel writes by non-temporal stores (over 4 MiB), 60 inputs
+    float32) whose gradient an AVX-512 build writes by non-temporal stores (over 4 MiB), 60 inputs
     one that it copies; 1100 samples two blocks, 86 outputs tiles of 4, 2, 1 and no whole
     vectors; against the dense path, with some gradients not asked for."""
     generator = torch.Generator().manual_seed(7)

@@ -2267,15 +2267,18 @@ inline void input_edge_gradients(const T* slab, int64_t row_stride, int64_t i, i
 //    rows, w) at t0 * inputs * rows, so that an interval's sums go into one run), turned into
 //    coef's and scale_sp's gradients (input_edge_gradients) in the last block, while they and
 //    that part of coef are in cache: no padded weight and no padded gradient at all, and coef
-//    read once. coef's gradient is staged a vector of outputs at a time, so that each output's
-//    run of the group's inputs is written in one copy, by non-temporal stores where it is
-//    larger than kStreamBytes (more than a core's L2 holds): at (1024, 256, 256, G = 100) on
-//    AVX-512 (27 MB) the masked stores straight into grad_coef, which read each line in first,
+//    read once. With AVX-512, coef's gradient is staged a vector of outputs at a time, so that
+//    each output's run of the group's inputs is written in one copy, by non-temporal stores
+//    where it is larger than kStreamBytes (more than a core's L2 holds): at (1024, 256, 256,
+//    G = 100) (27 MB) the masked stores straight into grad_coef, which read each line in first,
 //    took about 3 ms of the step's 23; staged and streamed, the step took 0.91x the time
 //    (staged alone 0.96x), and streamed rather than staged alone 0.96x at G = 50 (14 MB), still
-//    0.98x and 0.99x at G = 50 and 25 (7 MB) with an Adam step reading the gradient after.
+//    0.98x and 0.99x at G = 50 and 25 (7 MB) with an Adam step reading the gradient after. The
+//    AVX2 build, on the same Zen 4 machine, took 1.12x the time staged and 1.10x staged and
+//    streamed, and writes straight into grad_coef.
 constexpr int64_t kGroupBytes = 1 << 19;
 constexpr int64_t kStreamBytes = 4 << 20;
+constexpr bool kStagedEdgeGradients = kVectorBytes == 64;
 
 template <typename T, int K>
 void fine_blocked_backward(const Locator<T>& locate_values, const Locator<T>& locate_slopes, int64_t n_spans,
@@ -2296,11 +2299,14 @@ void fine_blocked_backward(const Locator<T>& locate_values, const Locator<T>& lo
   const int64_t block = std::min(batch, kFineSamples), n_blocks = (batch + block - 1) / block;
   const int64_t group = std::max<int64_t>(1, kGroupBytes / (rows * n_out * static_cast<int64_t>(sizeof(T))));
   const bool to_edges = edges != nullptr && (edges->grad_coef != nullptr || edges->grad_scale_sp != nullptr);
-  const bool stream = n_out * n_in * shape.n_basis * static_cast<int64_t>(sizeof(T)) > kStreamBytes;
+  const bool stream =
+      kStagedEdgeGradients && n_out * n_in * shape.n_basis * static_cast<int64_t>(sizeof(T)) > kStreamBytes;
   at::parallel_for(0, n_in, 1, [&](int64_t begin, int64_t end) {
     SortedBlock<T, K> sorted(begin, std::min(group, end - begin), n_in, n_spans, block, grad_x != nullptr ? K + 1 : 0);
     AlignedVector<T> scratch(to_edges ? sorted.n_in * rows * n_out : 0);
-    AlignedVector<T> staged(to_edges && edges->grad_coef != nullptr ? kLanes * sorted.n_in * shape.n_basis : 0);
+    AlignedVector<T> staged(kStagedEdgeGradients && to_edges && edges->grad_coef != nullptr
+                                ? kLanes * sorted.n_in * shape.n_basis
+                                : 0);
     const int64_t piece_rows = shape.n_basis + 2 * K;
     AlignedVector<T> pieces(grad_x != nullptr && W == nullptr ? sorted.n_in * piece_rows * kTile : 0);
     // x's gradient by the group's entries (tile_input_gradient's kEntrySums), scattered into
