@@ -653,7 +653,8 @@ def test_fit_without_autograd_takes_the_same_steps_to_the_bit(dtype, opt, lamb, 
     x = (torch.rand(300, 3, generator=generator, dtype=torch.float64) * 2 - 1).to(dtype)
     data = {"train_input": x, "train_label": torch.sin(3 * x[:, :1]) * x[:, 1:2]}
     calls = []
-    monkeypatch.setattr(train, "squared_error_step", lambda *a: calls.append(1) or kanlab_fused.squared_error_step(*a))
+    monkeypatch.setattr(train, "SquaredErrorObjective",
+                        lambda *a: calls.append(1) or kanlab_fused.SquaredErrorObjective(*a))
     results = []
     for loss_fn in (None, train._mse):
         model = KAN([3, 4, 1], grid=5, seed=0, dtype=dtype, sp_trainable=False).prune_input(active=[0, 1])
@@ -673,10 +674,45 @@ def test_fit_takes_autograd_where_the_direct_step_does_not_apply(monkeypatch):
     """Coefficient penalties, a custom loss or a layer off the fused path use the graph."""
     from kanlab import train
 
-    monkeypatch.setattr(train, "squared_error_step", lambda *a: pytest.fail("the direct step was taken"))
+    monkeypatch.setattr(train, "SquaredErrorObjective", lambda *a: pytest.fail("the direct step was taken"))
     x = torch.rand(50, 2, dtype=torch.float64)
     data = {"train_input": x, "train_label": x[:, :1] * x[:, 1:]}
     KAN([2, 3, 1], seed=0, dtype=torch.float64).fit(data, steps=2, lamb=1e-2, lamb_coef=1.0, progress=False)
     KAN([2, 3, 1], seed=0, dtype=torch.float64).fit(data, steps=2, loss_fn=lambda p, y: ((p - y) ** 4).mean(),
                                                      progress=False)
     KAN([2, 3, 1], base_fun="tanh", seed=0, dtype=torch.float64).fit(data, steps=2, progress=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("pairs", [0, 1, 10])
+def test_compiled_lbfgs_direction_equals_the_python_recursion_to_the_bit(dtype, pairs):
+    """csrc/lbfgs.cpp makes the Python loop's calls: the same direction, bit for bit; switched
+    off, there is none and LBFGS runs its own loop."""
+    from kanlab.optim import LBFGS
+
+    generator = torch.Generator().manual_seed(pairs)
+    n = 37
+    grad = torch.randn(n, generator=generator, dtype=torch.float64).to(dtype)
+    dirs = [torch.randn(n, generator=generator, dtype=torch.float64).to(dtype) for _ in range(pairs)]
+    steps = [d + 0.3 * torch.randn(n, generator=generator, dtype=torch.float64).to(dtype) for d in dirs]
+    ro = [1.0 / float(y.dot(s)) for y, s in zip(dirs, steps)]
+    compiled = native.lbfgs_direction(grad, dirs, steps, ro, 0.7)
+    with native.disabled():
+        assert native.lbfgs_direction(grad, dirs, steps, ro, 0.7) is None
+        plain = LBFGS._two_loop(grad, dirs, steps, ro, 0.7)
+    assert compiled.dtype == dtype and torch.equal(compiled, plain)
+    with pytest.raises(RuntimeError, match="same length"):
+        native.lbfgs_direction(grad, dirs, steps[:-1] if pairs else [grad], ro, 0.7)
+
+
+def test_lbfgs_with_the_compiled_direction_takes_torchs_steps():
+    """The optimizer with the kernel loaded still takes torch.optim.LBFGS's iterates to the bit."""
+    from test_optim import _run
+
+    from kanlab.optim import LBFGS
+
+    options = dict(lr=1.0, history_size=10, line_search_fn="strong_wolfe", tolerance_grad=1e-32, tolerance_change=1e-32)
+    ours = _run(LBFGS, 15, **options)
+    theirs = _run(torch.optim.LBFGS, 15, **options)
+    assert torch.equal(ours[0], theirs[0])
+    assert ours[1:] == theirs[1:]

@@ -24,7 +24,8 @@ def test_the_kernel_compiles_for_each_x86_64_instruction_set():
     includes = [f"-I{path}" for path in (*cpp_extension.include_paths(), sysconfig.get_paths()["include"])]
     jobs = {
         target: subprocess.Popen(
-            ["c++", "-std=c++20", *flags, f"-march={target}", *includes, "-fsyntax-only", str(native._SOURCE)],
+            ["c++", "-std=c++20", *flags, f"-march={target}", *includes, "-fsyntax-only",
+             *map(str, native._SOURCES)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for target in TARGETS
     }

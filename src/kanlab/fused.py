@@ -26,7 +26,7 @@ from . import native
 from .layer import KANLinear, _dense_layer
 from .sparsity import sparsity_and_gradients
 
-__all__ = ["fusable", "fused_forward", "squared_error_step"]
+__all__ = ["fusable", "fused_forward", "squared_error_step", "SquaredErrorObjective"]
 
 
 def fusable(layers: Sequence[KANLinear], x: torch.Tensor, edge_norms: bool) -> bool:
@@ -65,28 +65,46 @@ def squared_error_step(model, x: torch.Tensor, y: torch.Tensor, lamb: float, lam
     passes and the loss's and regulariser's gradients written out, with no autograd graph
     (whose engine and nodes cost more than the arithmetic for a small KAN). ``sparsity`` is
     the L1 and entropy terms of the edge norms (``sparsity.sparsity_and_gradients``)."""
-    # the scalars in the parameters' precision, rounded as autograd's tensor-scalar products round them
-    real = np.float32 if x.dtype == torch.float32 else np.float64
-    with torch.no_grad():
-        plans, masks, parameters = _arguments(model.layers)
-        with_norms = bool(lamb and (lamb_l1 or lamb_entropy))
-        out, norms, inputs, padded = _network_forward(model._select_inputs(x), plans, masks, parameters, with_norms)
-        residual = out - y
+    return SquaredErrorObjective(model, x, y, lamb, lamb_l1, lamb_entropy, scale)()
+
+
+class SquaredErrorObjective:
+    """``squared_error_step`` on one batch, its arguments gathered once: each call is one
+    evaluation. An L-BFGS step evaluates the same batch some 20 times while only the parameters'
+    values change, so ``fit`` builds one per step (the layers' knot plans and masks, the
+    parameter list and the inputs the first layer reads are the same for all of them)."""
+
+    def __init__(self, model, x: torch.Tensor, y: torch.Tensor, lamb: float, lamb_l1: float, lamb_entropy: float,
+                 scale: float) -> None:
+        # the scalars in the parameters' precision, rounded as autograd's tensor-scalar products round them
+        real = np.float32 if x.dtype == torch.float32 else np.float64
+        self.plans, self.masks, self.parameters = _arguments(model.layers)
+        self.needs = [p is not None and p.requires_grad for p in self.parameters]
+        self.x, self.y = model._select_inputs(x), y
+        self.lamb, self.lamb_l1, self.lamb_entropy, self.scale = lamb, lamb_l1, lamb_entropy, scale
+        self.with_norms = bool(lamb and (lamb_l1 or lamb_entropy))
+        self.norm_weight = float(real(scale) * real(lamb))
+        self.real = real
+
+    @torch.no_grad()
+    def __call__(self) -> torch.Tensor:
+        """The objective (0-d), its gradient added into each trainable parameter's ``.grad``."""
+        out, norms, inputs, padded = _network_forward(self.x, self.plans, self.masks, self.parameters, self.with_norms)
+        residual = out - self.y
         total = torch.mean(residual**2)
         grad_norms = None
-        if with_norms:
-            sparsity, grad_norms = sparsity_and_gradients(norms, lamb_l1, lamb_entropy)
-            weight = float(real(scale) * real(lamb))
-            grad_norms = [gradient.mul_(weight) for gradient in grad_norms]
-            total = total + lamb * sparsity
+        if self.with_norms:
+            sparsity, grad_norms = sparsity_and_gradients(norms, self.lamb_l1, self.lamb_entropy)
+            grad_norms = [gradient.mul_(self.norm_weight) for gradient in grad_norms]
+            total = total + self.lamb * sparsity
         # d mean(r^2) / d out = 2 r / N, times the objective's scale, as autograd forms it
-        grad = (2.0 * residual).mul_(float(real(scale) / real(residual.numel())))
-        needs = [p is not None and p.requires_grad for p in parameters]
-        _, grads = _network_backward(grad, grad_norms, inputs, padded, plans, masks, parameters, False, needs)
-        for parameter, gradient in zip(parameters, grads):
+        grad = (2.0 * residual).mul_(float(self.real(self.scale) / self.real(residual.numel())))
+        _, grads = _network_backward(grad, grad_norms, inputs, padded, self.plans, self.masks, self.parameters, False,
+                                     self.needs)
+        for parameter, gradient in zip(self.parameters, grads):
             if gradient is not None:
                 parameter.grad = gradient if parameter.grad is None else parameter.grad.add_(gradient)
-        return total * scale
+        return total * self.scale
 
 
 def _arguments(layers: Sequence[KANLinear]) -> tuple[tuple, tuple, list]:

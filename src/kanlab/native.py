@@ -18,6 +18,9 @@ from then on, CPU layers use it wherever it is exact to use:
   switches to the differentiable torch path by itself;
 - ``torch.compile``, ``torch.export`` / ONNX tracing and other devices use the torch path.
 
+It also holds ``optim.LBFGS``'s two-loop recursion (``csrc/lbfgs.cpp``), whose per-pair
+interpreter round trips cost a small KAN's training as much as a function evaluation.
+
 ``disabled()`` (or ``use(False)``) turns it off for a block, so benchmarks compare both in one
 process. The switch is process-wide, as torch's own backend flags are, because the compiled
 operators are.
@@ -37,7 +40,7 @@ __all__ = ["load", "is_loaded", "use", "disabled", "usable"]
 
 logger = logging.getLogger(__name__)
 
-_SOURCE = Path(__file__).parent / "csrc" / "basis.cpp"
+_SOURCES = tuple(Path(__file__).parent / "csrc" / name for name in ("basis.cpp", "lbfgs.cpp"))
 _OPERATORS = "kanlab_native"
 # -fno-trapping-math lets floor() vectorize; no flag here changes NaN or rounding
 COMPILE_FLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-mprefer-vector-width=512", "-fopenmp")
@@ -60,7 +63,7 @@ def load(build_directory: str | os.PathLike | None = None, verbose: bool = False
         with _ninja_on_path():
             cpp_extension.load(
                 name=_OPERATORS,
-                sources=[str(_SOURCE)],
+                sources=[str(source) for source in _SOURCES],
                 extra_cflags=list(COMPILE_FLAGS),
                 extra_ldflags=["-fopenmp"],
                 is_python_module=False,
@@ -136,6 +139,16 @@ def usable(x: torch.Tensor, k: int) -> bool:
 
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
+
+
+def lbfgs_direction(grad: torch.Tensor, dirs: list[torch.Tensor], steps: list[torch.Tensor], ro: list[float],
+                    h_diag: float) -> torch.Tensor | None:
+    """L-BFGS's direction ``-H grad`` (flat, like ``grad``) from the curvature pairs, by the
+    compiled two-loop recursion (``csrc/lbfgs.cpp``: the same ATen calls as ``optim.LBFGS``'s
+    Python loop, on any device); None when the kernel is not loaded or is switched off."""
+    if not (_switch["loaded"] and _switch["enabled"]):
+        return None
+    return torch.ops.kanlab_native.lbfgs_direction(grad, dirs, steps, ro, h_diag)
 
 
 def _closed_form(plan, matrix: torch.Tensor) -> tuple:

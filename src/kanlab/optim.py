@@ -20,6 +20,8 @@ from typing import Callable, Iterable
 
 import torch
 
+from . import native
+
 __all__ = ["LBFGS", "adam"]
 
 # devices with a fused Adam kernel in torch
@@ -206,11 +208,12 @@ class LBFGS(torch.optim.Optimizer):
             if slope > -tolerance_change:
                 break
 
-            steps = direction.split(self._sizes)
+            steps = torch.split_with_sizes(direction, self._sizes)
+            d_norm = float(direction.abs().max())
             if line_search == "strong_wolfe":
                 start = torch.cat(flat)
                 loss, grad, t, ls_evals = self._strong_wolfe(
-                    closure, flat, start, steps, t, direction, loss, grad, slope, max_eval - evals)
+                    closure, flat, start, steps, t, direction, d_norm, loss, grad, slope, max_eval - evals)
                 torch._foreach_add_(flat, steps, alpha=t)
                 grad_small = float(grad.abs().max()) <= tolerance_grad
             else:
@@ -227,7 +230,7 @@ class LBFGS(torch.optim.Optimizer):
 
             if n_iter == max_iter or evals >= max_eval or grad_small:
                 break
-            if float(direction.abs().max()) * abs(t) <= tolerance_change:
+            if d_norm * abs(t) <= tolerance_change:
                 break
             if abs(loss - prev_loss) < tolerance_change:
                 break
@@ -238,7 +241,11 @@ class LBFGS(torch.optim.Optimizer):
 
     @staticmethod
     def _two_loop(grad: torch.Tensor, old_dirs, old_stps, ro, h_diag: float) -> torch.Tensor:
-        """The L-BFGS direction ``-H grad`` from the curvature pairs (Nocedal and Wright, alg. 7.4)."""
+        """The L-BFGS direction ``-H grad`` from the curvature pairs (Nocedal and Wright, alg. 7.4);
+        the compiled recursion where the kernel is loaded (the same calls, one interpreter call)."""
+        compiled = native.lbfgs_direction(grad, old_dirs, old_stps, ro, h_diag)
+        if compiled is not None:
+            return compiled
         q = grad.neg()
         alphas = [0.0] * len(old_dirs)
         for i in range(len(old_dirs) - 1, -1, -1):
@@ -258,12 +265,11 @@ class LBFGS(torch.optim.Optimizer):
         torch._foreach_copy_(flat, start_steps)
         return loss, grad
 
-    def _strong_wolfe(self, closure, flat, start, steps, t, direction, f, g, slope, max_ls):
-        """Step length t along ``direction`` meeting the strong Wolfe conditions (bracketing, then
-        zoom by cubic interpolation; Nocedal and Wright, alg. 3.5 and 3.6). Returns the loss and
-        gradient there, t and the number of evaluations."""
-        start_parts = start.split(self._sizes)
-        d_norm = float(direction.abs().max())
+    def _strong_wolfe(self, closure, flat, start, steps, t, direction, d_norm, f, g, slope, max_ls):
+        """Step length t along ``direction`` (``d_norm``: its largest magnitude) meeting the strong
+        Wolfe conditions (bracketing, then zoom by cubic interpolation; Nocedal and Wright, alg.
+        3.5 and 3.6). Returns the loss and gradient there, t and the number of evaluations."""
+        start_parts = torch.split_with_sizes(start, self._sizes)
 
         def evaluate(step_length):
             loss, grad = self._evaluate(closure, flat, start_parts, steps, step_length)

@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from .fused import squared_error_step
+from .fused import SquaredErrorObjective
 from .model import KAN
 from .optim import LBFGS, adam
 from .sparsity import EdgeSparsity
@@ -251,7 +251,7 @@ def fit(
     batches, test_pair, train_x = _prepare_data(dataset, model, test, batch, generator)
     model.remember_inputs(shard.gather(train_x) if shard else train_x, generator)
     net = shard.wrap(model) if shard else model
-    # the squared error with the L1 and entropy terms, single process: fused.squared_error_step
+    # the squared error with the L1 and entropy terms, single process: fused.SquaredErrorObjective
     # takes a step's evaluations whenever the model runs on the compiled kernel as one network
     direct = loss_fn is None and shard is None and not (lamb and (lamb_coef or lamb_coefdiff))
     with_norms = bool(lamb and (lamb_l1 or lamb_entropy))
@@ -350,11 +350,13 @@ def fit(
             if opt == "LBFGS":
                 if lbfgs_scale is None:
                     lbfgs_scale = _objective_scale(objective, x, y, lamb, shard)
+                evaluate = (SquaredErrorObjective(model, x, y, lamb, lamb_l1, lamb_entropy, lbfgs_scale)
+                            if fused_step else None)
 
                 def closure():
                     optimizer.zero_grad()
-                    if fused_step:
-                        return squared_error_step(model, x, y, lamb, lamb_l1, lamb_entropy, lbfgs_scale)
+                    if evaluate is not None:
+                        return evaluate()
                     _, loss, reg = objective(x, y)
                     total = (loss + lamb * reg if reg is not None else loss) * lbfgs_scale
                     total.backward()
@@ -365,7 +367,7 @@ def fit(
             else:
                 optimizer.zero_grad()
                 if fused_step:
-                    squared_error_step(model, x, y, lamb, lamb_l1, lamb_entropy, 1.0)
+                    SquaredErrorObjective(model, x, y, lamb, lamb_l1, lamb_entropy, 1.0)()
                 else:
                     _, loss, reg = objective(x, y)
                     (loss + lamb * reg if reg is not None else loss).backward()
