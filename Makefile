@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_pipeline.py --pykan-python .venv-pykan/bin/python
 	$(PY) benchmarks/bench_pipeline.py --pykan-python .venv-pykan/bin/python --width 2,1,1 --grids 3,5,10,20,50,100,200 --steps 200 --screen 16
 	$(PY) benchmarks/bench_workflow.py --pykan-python .venv-pykan/bin/python
+	$(PY) benchmarks/bench_import.py --pykan-python .venv-pykan/bin/python
 	$(PY) benchmarks/bench_sklearn.py
 	$(PY) benchmarks/bench_ddp.py
 
