@@ -9,10 +9,8 @@ def random_knots(n_inputs: int, n_knots: int, generator: torch.Generator) -> tor
     return torch.cat([start, start + gaps.cumsum(1)], dim=1)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def torch_path_unless_asked():
-    """Tests exercise the pure-torch path; test_native.py turns the compiled kernel on for itself."""
-    from kanlab import native
-
-    with native.use(False):
-        yield
+@pytest.fixture(autouse=True)
+def outside_the_working_folder(tmp_path, monkeypatch):
+    """Every test runs in a folder of its own, so nothing a user (or ``make demo``) left in the
+    working folder changes a result, and no test leaves a file there."""
+    monkeypatch.chdir(tmp_path)

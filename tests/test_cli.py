@@ -169,3 +169,37 @@ def test_compiled_flag_builds_the_kernel_and_trains_with_it(tmp_path, monkeypatc
                      "-o", str(tmp_path / "d.kan")])
     assert code == 0 and native.is_loaded()
     assert (tmp_path / "d.kan").exists()
+
+
+def test_fit_at_its_defaults_then_formula_of_the_spline_model(tmp_path, capsys):
+    """What a new user does first: `kanlab fit data.csv --target y`, then `kanlab formula model.kan`."""
+    rng = np.random.default_rng(5)
+    a, b = rng.uniform(-1, 1, 160), rng.uniform(-1, 1, 160)
+    pd.DataFrame({"a": a, "b": b, "y": np.sin(2 * a) + b**2 + 0.01 * rng.normal(size=160)}).to_csv(
+        tmp_path / "data.csv", index=False)
+    assert main(["fit", str(tmp_path / "data.csv"), "--target", "y", "--steps", "20"]) == 0  # writes model.kan here
+    report = json.loads((tmp_path / "model.json").read_text())
+    grid_stages = [s for s in report["stages"] if s["stage"].startswith("train grid")]
+    best = min(grid_stages, key=lambda s: s["val_rmse"])
+    assert report["kept_grid"] == int(best["stage"].split()[-1]) and report["grid"] == report["kept_grid"]
+    capsys.readouterr()
+    assert main(["formula", "model.kan", "--steps", "20"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("y = ") and {"a", "b"} <= {str(s) for s in __import__("sympy").sympify(lines[0][4:]).free_symbols}
+    assert lines[1].startswith("validation RMSE: formula ") and ", model " in lines[1]
+    formula_rmse = float(lines[1].split("formula ")[1].split(",")[0])
+    assert formula_rmse < 0.1  # the snapped copy is a usable formula of sin(2a) + b^2
+
+
+def test_formula_of_a_spline_model_saved_from_python(tmp_path, capsys):
+    import torch
+
+    import kanlab
+
+    x = torch.rand(200, 2, dtype=torch.float64) * 2 - 1
+    model = kanlab.KAN([2, 1], grid=5, dtype=torch.float64)
+    model.fit((x, x[:, :1] ** 2 + x[:, 1:]), steps=10)
+    model.save(tmp_path / "py.kan")
+    assert main(["formula", str(tmp_path / "py.kan"), "--steps", "5"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("y_1 = ") and "own predictions" in lines[1]

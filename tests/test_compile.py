@@ -54,7 +54,7 @@ def test_from_formula_model_trains_and_turns_back_into_splines():
     model = from_formula(expr, [x, y])
     inputs = model.sample_input
     before = model(inputs).detach()
-    model.perturb()  # every symbolic edge becomes a spline fit to it
+    model.unfix_symbolic_all()  # every symbolic edge becomes a spline fit to it
     assert all(not layer.symbolic_edges for layer in model.layers)
     relative = torch.sqrt(torch.mean((model(inputs) - before) ** 2)) / before.std()
     assert relative < 0.05

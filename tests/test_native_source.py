@@ -1,37 +1,55 @@
-"""The compiled kernel's source compiles for every x86-64 instruction set it has code for, not
-only for the machine that runs the tests: ``load()`` builds with ``-march=native``, so a path
-for AVX-512 (or for no AVX at all) that does not compile would otherwise go unseen until a user
-with such a CPU has the kernel fail to build."""
+"""The compiled kernel's source compiles for every vector level it is shipped for, whatever
+this machine has: a build for AVX-512 (or for no AVX at all) that does not compile would
+otherwise go unseen until a user with such a CPU installs the package."""
 
 import platform
 import shutil
 import subprocess
 import sysconfig
+from pathlib import Path
 
 import pytest
 from torch.utils import cpp_extension
 
-from kanlab import native
+from kanlab import _kernel_variants as variants
 
-# baseline x86-64 (SSE2: the plain loops), AVX2 (the tiled layout) and AVX-512
-TARGETS = ("x86-64", "x86-64-v3", "x86-64-v4")
+CSRC = Path(variants.__file__).parent / "csrc"
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or shutil.which("c++") is None,
                     reason="checks the x86-64 builds with the system's C++ compiler")
-def test_the_kernel_compiles_for_each_x86_64_instruction_set():
-    flags = [flag for flag in native.COMPILE_FLAGS if flag != "-march=native"]
+def test_the_kernel_compiles_for_each_x86_64_variant():
     includes = [f"-I{path}" for path in (*cpp_extension.include_paths(), sysconfig.get_paths()["include"])]
     jobs = {
-        target: subprocess.Popen(
-            ["c++", "-std=c++20", *flags, f"-march={target}", *includes, "-fsyntax-only",
-             *map(str, native._SOURCES)],
+        name: subprocess.Popen(
+            ["c++", "-std=c++20", *variants.compile_flags(name, "x86_64"), *includes, "-fsyntax-only",
+             str(CSRC / variants.variant_source(name))],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for target in TARGETS
+        for name in variants.X86_VARIANTS
     }
     failures = {}
-    for target, job in jobs.items():
+    for name, job in jobs.items():
         output, _ = job.communicate(timeout=300)
         if job.returncode != 0:
-            failures[target] = output[-3000:]
-    assert not failures, "\n\n".join(f"-march={target}:\n{output}" for target, output in failures.items())
+            failures[name] = output[-3000:]
+    assert not failures, "\n\n".join(f"{name}:\n{output}" for name, output in failures.items())
+
+
+def test_every_variant_has_its_source_and_every_part_is_shipped():
+    for name in (*variants.X86_VARIANTS, *variants.GENERIC_VARIANTS):
+        assert (CSRC / variants.variant_source(name)).is_file()
+    for name in (*variants.SOURCES, *variants.HEADERS):
+        assert (CSRC / name).is_file()
+    included = (CSRC / "kernel.cpp").read_text()
+    assert all(f'#include "{header}"' in included for header in variants.HEADERS)
+    # no part of the kernel is over about 800 lines
+    assert max(len((CSRC / name).read_text().splitlines()) for name in (*variants.SOURCES, *variants.HEADERS)) <= 820
+
+
+def test_variant_choice_follows_torch_capability():
+    assert variants.variant_for("x86_64", "AVX512") == "avx512"
+    assert variants.variant_for("x86_64", "AVX2") == "avx2"
+    assert variants.variant_for("x86_64", "DEFAULT") == "baseline"
+    assert variants.variant_for("aarch64", "SVE256") == "generic"
+    assert "-march=native" not in " ".join(f for name in variants.X86_VARIANTS
+                                           for f in variants.compile_flags(name, "x86_64"))

@@ -52,14 +52,16 @@ def test_prune_node_drops_dead_nodes_and_keeps_the_function():
         model.prune_node(-1.0)
 
 
-def test_prune_edge_masks_weak_edges_in_a_copy():
+def test_prune_edge_masks_weak_edges_in_a_copy_and_the_method_in_place():
     model = _model([2, 3, 1])
     with torch.no_grad():
         model.layers[0].coef[2, 1] *= 1e-6
         model.layers[0].scale_base[2, 1] = 0.0
-    pruned = model.prune_edge(1e-3)
+    pruned = kanlab.prune_edge(model, 1e-3)  # the function: a masked copy
     assert pruned.layers[0].mask[2, 1] == 0 and pruned.layers[0].mask.sum() == 5
     assert model.layers[0].mask.sum() == 6
+    assert model.prune_edge(1e-3) is model  # the method, as pykan's: in place
+    assert model.layers[0].mask[2, 1] == 0 and model.layers[0].mask.sum() == 5
 
 
 def test_prune_input_keeps_taking_full_width_inputs(tmp_path):

@@ -91,6 +91,15 @@ def _formula(model, digits: int | None):
         return None
 
 
+def _split(n_rows: int, seed: int, val_fraction: float):
+    """``kanlab fit``'s training and validation rows (the same for the same seed and fraction)."""
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(n_rows)
+    n_val = max(1, int(round(val_fraction * n_rows)))
+    return order[n_val:], order[:n_val]
+
+
 # ---------------------------------------------------------------------- fit
 def _fit(args: argparse.Namespace) -> int:
     import numpy as np
@@ -125,10 +134,7 @@ def _fit(args: argparse.Namespace) -> int:
     if table.dropped:
         say(f"dropped {table.dropped} row(s) with empty or NaN cells")
 
-    rng = np.random.default_rng(args.seed)
-    order = rng.permutation(table.X.shape[0])
-    n_val = max(1, int(round(args.val_fraction * len(order))))
-    val_rows, train_rows = order[:n_val], order[n_val:]
+    train_rows, val_rows = _split(table.X.shape[0], args.seed, args.val_fraction)
     x_scaling = AffineScaling.to_range(table.X[train_rows])
     y_scaling = AffineScaling.standard(table.y[train_rows, None])
     dtype = torch.float64
@@ -166,10 +172,18 @@ def _fit(args: argparse.Namespace) -> int:
         model = model.prune()
         record("prune", model, time.perf_counter() - begin)
         record(f"train grid {grids[0]}", model, train_stage(model))
+    best = (stages[-1]["val_rmse"], grids[0], model)
     for grid in grids[1:]:
         begin = time.perf_counter()
         model = model.refine(grid)
         record(f"train grid {grid}", model, time.perf_counter() - begin + train_stage(model))
+        if stages[-1]["val_rmse"] < best[0]:
+            best = (stages[-1]["val_rmse"], grid, model)
+    kept_grid = best[1]
+    if best[2] is not model:
+        model = best[2]
+        say(f"kept grid {kept_grid}: its validation RMSE {best[0]:.4g} is the lowest of the grid stages "
+            f"(finer grids fit the training rows more closely but the validation rows less)")
     formula = None
     if args.symbolic:
         begin = time.perf_counter()
@@ -181,7 +195,8 @@ def _fit(args: argparse.Namespace) -> int:
         "targets": [table.target],
         "x_scaling": x_scaling.to_dict(),
         "y_scaling": y_scaling.to_dict(),
-        "source": str(args.data),
+        "source": str(Path(args.data).resolve()),
+        "split": {"seed": args.seed, "val_fraction": args.val_fraction, "dropna": args.dropna},
     }
     if args.symbolic:
         formulas = _formula(model, 4)
@@ -194,7 +209,7 @@ def _fit(args: argparse.Namespace) -> int:
     report = {
         "data": str(args.data), "target": table.target, "features": table.features,
         "rows": {"train": int(len(train_rows)), "validation": int(len(val_rows)), "dropped": table.dropped},
-        "width": model.width_in, "grid": model.grid, "stages": stages, "formula": formula,
+        "width": model.width_in, "grid": model.grid, "kept_grid": kept_grid, "stages": stages, "formula": formula,
         "model": str(output), "picture": str(picture),
     }
     from .io import write_atomically
@@ -245,12 +260,11 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _formula_command(args: argparse.Namespace) -> int:
     model = _load_model(args.model)
-    formulas = _formula(model, None if args.digits < 0 else args.digits)
+    digits = None if args.digits < 0 else args.digits
+    formulas = _formula(model, digits)
+    note = None
     if formulas is None:
-        raise CommandError(
-            f"{args.model!r} still has spline edges, so it has no formula; train it with "
-            "`kanlab fit ... --symbolic` (or call auto_symbolic in Python)"
-        )
+        formulas, note = _snapped_formula(model, args, digits)
     _, targets = _columns(model)
     if args.latex:
         from .export import to_latex
@@ -260,7 +274,74 @@ def _formula_command(args: argparse.Namespace) -> int:
     else:
         for name, expr in zip(targets, formulas):
             _say(f"{name} = {expr}")
+    if note:
+        _say(note)
     return 0
+
+
+def _snapped_formula(model, args: argparse.Namespace, digits):
+    """The formula of a model with spline edges: a copy snapped with the default library
+    (``auto_symbolic``), its constants trained on the model's training rows, and a line giving
+    the formula's validation RMSE beside the model's. The rows come from ``--data`` or the CSV
+    that ``kanlab fit`` recorded; without either, the copy is fit to the model's own predictions
+    on the sample of inputs it keeps, and the RMSE is against those."""
+    import torch
+
+    train, val, where = _formula_data(model, args)
+    snapped = model.copy()
+    with torch.no_grad():
+        reference = [model(x) for x, _ in (train, val)]
+    if train[1] is None:  # no labels: the model's own predictions are the target
+        train, val = (train[0], reference[0]), (val[0], reference[1])
+    snapped.auto_symbolic()
+    data = {"train_input": train[0], "train_label": train[1]}
+    snapped.fit(data, opt="LBFGS", steps=args.steps, update_grid=False, progress=False)
+    formulas = _formula(snapped, digits)
+    if formulas is None:  # every edge was snapped, so this does not happen; kept as a guard
+        raise CommandError(f"{args.model!r}: some edges could not be snapped to the library")
+    _, y_scaling = _scalings(model)
+    scale = float(y_scaling.scale[0]) if y_scaling is not None else 1.0
+    with torch.no_grad():
+        rmse_formula = torch.sqrt(torch.mean((snapped(val[0]) - val[1]) ** 2)).item() * scale
+        rmse_model = torch.sqrt(torch.mean((reference[1] - val[1]) ** 2)).item() * scale
+    note = (f"{where} RMSE: formula {rmse_formula:.4g}, model {rmse_model:.4g} (a copy of the model snapped to the "
+            f"default library, its constants trained {args.steps} LBFGS steps; {args.model} is unchanged)")
+    return formulas, note
+
+
+def _formula_data(model, args: argparse.Namespace):
+    """``(train, validation, what the RMSE is measured on)`` in the model's scaled units; the
+    labels are None when no data is at hand."""
+    import torch
+
+    from .tabular import read_table
+
+    meta = model.metadata
+    source = args.data or meta.get("source")
+    if source is None or not Path(source).is_file() or "targets" not in meta:
+        if args.data:
+            raise CommandError(f"data file {str(args.data)!r} does not exist" if not Path(args.data).is_file() else
+                               f"{args.model!r} was not written by `kanlab fit`, so the columns of {args.data!r} "
+                               "are unknown")
+        sample = model.sample_input
+        if sample is None:
+            raise CommandError(f"{args.model!r} has spline edges and no data to snap them on: pass --data CSV")
+        return (sample, None), (sample, None), "against the model's own predictions on its kept inputs:"
+    features, targets = _columns(model)
+    split = meta.get("split", {})
+    table = read_table(source, target=targets[0], features=features, dropna=split.get("dropna", False))
+    x_scaling, y_scaling = _scalings(model)
+
+    def tensors(rows):
+        X = torch.as_tensor(x_scaling.forward(table.X[rows]), dtype=model.dtype)
+        y = torch.as_tensor(y_scaling.forward(table.y[rows, None]), dtype=model.dtype)
+        return X, y
+
+    if args.data is None and split:
+        train_rows, val_rows = _split(table.X.shape[0], split["seed"], split["val_fraction"])
+        return tensors(train_rows), tensors(val_rows), "validation"
+    rows = list(range(table.X.shape[0]))  # another file: fit and measure on all of it
+    return tensors(rows), tensors(rows), f"{Path(source).name}"
 
 
 def _plot(args: argparse.Namespace) -> int:
@@ -323,8 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kanlab", description="Kolmogorov-Arnold Networks")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     parser.add_argument("--compiled", action="store_true",
-                        help="build (the first time, about 30 s; needs g++ and ninja) and use kanlab's compiled CPU "
-                             "kernel for the basis features: the same numbers, faster")
+                        help="make sure kanlab's compiled CPU kernel is in use: the installed one, or else built for "
+                             "this machine (minutes; needs g++ and ninja). Installed kernels load by themselves")
     commands = parser.add_subparsers(dest="command", required=True)
 
     fit = commands.add_parser("fit", help="train a KAN on a CSV file; write the model, its picture and a report")
@@ -353,8 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--force", action="store_true", help="overwrite an existing output file")
     predict.set_defaults(handler=_predict)
 
-    formula = commands.add_parser("formula", help="print a symbolic model's formula")
+    formula = commands.add_parser(
+        "formula", help="print a model's formula (a model with spline edges: a snapped copy, with its RMSE)")
     formula.add_argument("model")
+    formula.add_argument("--data", help="CSV to snap and measure on (default: the one `kanlab fit` trained on)")
+    formula.add_argument("--steps", type=int, default=50,
+                         help="LBFGS steps training a snapped copy's constants (default 50)")
     formula.add_argument("--latex", action="store_true", help="print LaTeX")
     formula.add_argument("--digits", type=int, default=4, help="round numbers to this many digits (-1: exact)")
     formula.set_defaults(handler=_formula_command)

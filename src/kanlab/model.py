@@ -18,9 +18,9 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from . import native
 from .fused import fusable, fused_forward
 from .layer import KANLinear, resolve_base_fun
+from .pykan_names import check_keywords, reject_pykan_keywords
 
 __all__ = ["KAN", "parse_width"]
 
@@ -101,7 +101,9 @@ class KAN(nn.Module):
         sp_trainable: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        **options,
     ) -> None:
+        check_keywords("KAN()", options)
         super().__init__()
         self.width = parse_width(width)
         self.mult_arity = _parse_arity(mult_arity, self.width)
@@ -238,7 +240,7 @@ class KAN(nn.Module):
     def _fuses(self, x: torch.Tensor, edge_norms: bool) -> bool:
         """Whether the whole network runs as one node of the compiled kernel (``fused``): no
         multiplication nodes, and every layer on its fused compiled layer."""
-        if not native.is_loaded() or any(n_mult for _, n_mult in self.width):
+        if any(n_mult for _, n_mult in self.width):
             return False
         self.layers[0]._check_input(x)
         return fusable(self.layers, x, edge_norms)
@@ -334,7 +336,7 @@ class KAN(nn.Module):
         return new
 
     # ------------------------------------------------------------------ operations
-    def fit(self, dataset, **options) -> dict:
+    def fit(self, dataset, **options) -> dict:  # keywords checked by kanlab.train.fit
         """Train in place; see ``kanlab.train.fit`` for the options. Returns the history."""
         from .train import fit
 
@@ -379,21 +381,31 @@ class KAN(nn.Module):
         """A pruned copy (nodes, then edges); see ``kanlab.prune.prune``."""
         from .prune import prune
 
+        reject_pykan_keywords("prune()", options)
         return prune(self, node_th, edge_th, **options)
 
     def prune_node(self, threshold: float = 1e-2, **options) -> "KAN":
         from .prune import prune_node
 
+        reject_pykan_keywords("prune_node()", options)
         return prune_node(self, threshold, **options)
 
     def prune_edge(self, threshold: float = 3e-2, **options) -> "KAN":
+        """Mask, in place as pykan does, every edge whose attribution score is below
+        ``threshold``; returns the model itself (``kanlab.prune.prune_edge`` gives a masked copy)."""
         from .prune import prune_edge
 
-        return prune_edge(self, threshold, **options)
+        reject_pykan_keywords("prune_edge()", options)
+        pruned = prune_edge(self, threshold, **options)
+        with torch.no_grad():
+            for layer, new in zip(self.layers, pruned.layers):
+                layer.mask.copy_(new.mask)
+        return self
 
     def prune_input(self, threshold: float = 1e-2, **options) -> "KAN":
         from .prune import prune_input
 
+        reject_pykan_keywords("prune_input()", options)
         return prune_input(self, threshold, **options)
 
     def remove_edge(self, l: int, i: int, j: int) -> None:
@@ -411,11 +423,13 @@ class KAN(nn.Module):
         """Best library functions for edge ``(l, i, j)``; see ``kanlab.symbolic``."""
         from .symbolic import suggest_symbolic
 
+        reject_pykan_keywords("suggest_symbolic()", options)
         return suggest_symbolic(self, l, i, j, lib, topk, **options)
 
     def fix_symbolic(self, l: int, i: int, j: int, name, fit_params: bool = True, **options):
         from .symbolic import fix_symbolic
 
+        reject_pykan_keywords("fix_symbolic()", options)
         return fix_symbolic(self, l, i, j, name, fit_params, **options)
 
     def unfix_symbolic(self, l: int, i: int, j: int, **options) -> None:
@@ -429,17 +443,25 @@ class KAN(nn.Module):
 
         unfix_symbolic_all(self, **options)
 
-    perturb = unfix_symbolic_all
+    def perturb(self, *args, **options):
+        """pykan's ``perturb`` (noise on the spline coefficients) is not in kanlab: this raises
+        an error that says so. kanlab's ``unfix_symbolic_all`` turns symbolic edges back
+        into splines."""
+        raise NotImplementedError(
+            "kanlab has no perturb(): pykan's perturb adds noise to the spline coefficients, which kanlab does "
+            "not implement. To turn symbolic edges back into trainable splines call model.unfix_symbolic_all().")
 
     def auto_symbolic(self, lib=None, r2_threshold: float = 0.0, weight_simple: float = 0.8, **options):
         from .symbolic import auto_symbolic
 
+        reject_pykan_keywords("auto_symbolic()", options)
         return auto_symbolic(self, lib, r2_threshold, weight_simple, **options)
 
     def symbolic_formula(self, var_names=None, round_digits: int | None = None, simplify: bool = False, **options):
         """One sympy expression per output; see ``kanlab.formula.symbolic_formula``."""
         from .formula import symbolic_formula
 
+        reject_pykan_keywords("symbolic_formula()", options)
         return symbolic_formula(self, var_names, round_digits, simplify, **options)
 
     # ------------------------------------------------------------------ growing and drawing

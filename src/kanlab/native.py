@@ -1,4 +1,4 @@
-"""The compiled CPU kernel for a layer's basis features (``csrc/basis.cpp``), opt-in.
+"""The compiled CPU kernel for a layer's basis features (``csrc/``), on by default.
 
 Small KANs spend most of a training step in the dozen small torch operations that build the
 basis features and the layer's weight matrix; the kernel does the same arithmetic (the closed
@@ -9,13 +9,18 @@ skips the feature matrix and multiplies each entry's ``k + 1`` bases into the ou
 (wide layers in blocks of samples sorted by interval, each interval's weight rows loaded once);
 ``kan_layer`` (and ``kan_layer_norms``, which adds the regulariser's per-edge norms) does that
 for a whole layer with the silu residual, its weight built from the parameters inside.
-``load()`` compiles it from the package's source with torch's C++ extension tools (g++ and
-ninja; about 20-40 s the first time, cached in ``build_directory`` or torch's extension
-folder after that; ``-march=native``, so for the machine that builds it) and registers it;
-from then on, CPU layers use it wherever it is exact to use:
+
+**Shipped and loaded by itself.** Installing the package (``pip install .``, a wheel, the
+README's ``make``) builds one library per vector level (``_kernel_variants``: AVX-512, AVX2 and
+baseline x86-64), and the first CPU forward pass loads the one that fits this CPU, with no
+call. Where none fits (no build shipped, another platform, another torch than the one it was
+built against) the torch path runs and one log line says why; ``load()`` then compiles the
+variant for this CPU from the package's source (g++ and ninja, minutes; cached in
+``build_directory`` or torch's extension folder). ``KANLAB_NATIVE=0`` in the environment keeps
+the kernel from loading by itself. From then on, CPU layers use it wherever it is exact to use:
 
 - a backward pass that builds a graph (``create_graph=True``, second derivatives for PINNs)
-  switches to the differentiable torch path by itself;
+  switches to the differentiable torch path by itself, and so do ``torch.func`` transforms;
 - ``torch.compile``, ``torch.export`` / ONNX tracing and other devices use the torch path.
 
 It also holds ``optim.LBFGS``'s two-loop recursion (``csrc/lbfgs.cpp``), whose per-pair
@@ -29,32 +34,104 @@ operators are.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import platform
 import sys
 from pathlib import Path
 
 import torch
 
-__all__ = ["load", "is_loaded", "use", "disabled", "usable"]
+from . import _kernel_variants as variants
+
+__all__ = ["load", "is_loaded", "use", "disabled", "usable", "variant", "status"]
 
 logger = logging.getLogger(__name__)
 
-_SOURCES = tuple(Path(__file__).parent / "csrc" / name for name in ("basis.cpp", "lbfgs.cpp"))
+_PACKAGE = Path(__file__).parent
+_SOURCES = tuple(_PACKAGE / "csrc" / name for name in variants.SOURCES)
 _OPERATORS = "kanlab_native"
-# -fno-trapping-math lets floor() vectorize; no flag here changes NaN or rounding
-COMPILE_FLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-mprefer-vector-width=512", "-fopenmp")
-_switch = {"loaded": False, "enabled": True}
+# the flags of this CPU's variant (every variant's: _kernel_variants.compile_flags)
+COMPILE_FLAGS = variants.compile_flags(
+    variants.variant_for(platform.machine(), torch.backends.cpu.get_cpu_capability()), platform.machine())
+# loaded: the operators are registered; tried: the shipped libraries were looked at (once);
+# variant: which build is loaded; reason: why none is (for status())
+_switch = {"loaded": False, "enabled": True, "tried": False, "variant": None, "reason": "not looked for yet",
+           "told_device": False}
+
+
+def _wanted_variant() -> str:
+    return variants.variant_for(platform.machine(), torch.backends.cpu.get_cpu_capability())
+
+
+def _shipped_library(variant_name: str) -> tuple[Path | None, str]:
+    """The installed library of a variant, or None and why it does not fit this process."""
+    info_path = _PACKAGE / variants.BUILD_INFO
+    if not info_path.exists():
+        return None, "this install has no compiled kernel (it was installed without a C++ build)"
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError) as error:
+        return None, f"{info_path.name} is unreadable ({error})"
+    if info.get("torch") != torch.__version__:
+        return None, (f"the shipped kernel was built for torch {info.get('torch')}, "
+                      f"this process runs torch {torch.__version__}")
+    if info.get("machine", "").lower() != platform.machine().lower():
+        return None, f"the shipped kernel was built for {info.get('machine')}, this is {platform.machine()}"
+    name = info.get("libraries", {}).get(variant_name)
+    if name is None:
+        return None, f"the shipped kernel has no {variant_name} build (it has {', '.join(info.get('variants', []))})"
+    path = _PACKAGE / name
+    if not path.exists():
+        return None, f"the shipped kernel's {path.name} is missing"
+    return path, ""
+
+
+def _load_shipped() -> bool:
+    """Register the installed library that fits this CPU; False (reason kept) where none does."""
+    wanted = _wanted_variant()
+    path, reason = _shipped_library(wanted)
+    if path is None:
+        _switch["reason"] = reason
+        return False
+    try:
+        torch.ops.load_library(str(path))
+    except (OSError, RuntimeError) as error:
+        _switch["reason"] = f"the shipped kernel {path.name} did not load ({error})"
+        return False
+    _switch.update(loaded=True, variant=wanted, reason="")
+    return True
+
+
+def _autoload() -> None:
+    """On the first CPU call: load the shipped kernel, or log once why the torch path stays."""
+    _switch["tried"] = True
+    if os.environ.get("KANLAB_NATIVE", "1") == "0":
+        _switch["reason"] = "KANLAB_NATIVE=0 in the environment"
+        logger.info("kanlab's compiled kernel is off (KANLAB_NATIVE=0); the torch path is used")
+        return
+    if _load_shipped():
+        logger.debug("kanlab's compiled kernel loaded (%s build)", _switch["variant"])
+        return
+    logger.warning("kanlab's compiled kernel is not in use, so the slower torch path runs: %s. "
+                   "kanlab.native.load() compiles it for this machine.", _switch["reason"])
 
 
 def load(build_directory: str | os.PathLike | None = None, verbose: bool = False) -> bool:
-    """Compile (once) and register the kernel; True when it is ready, False (with a logged
-    warning saying why) when this machine cannot build it. ``build_directory`` defaults to
-    torch's extension folder (``TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``)."""
+    """Register the kernel; True when it is ready. The installed library that fits this CPU is
+    used where there is one; otherwise the variant for this CPU is compiled (once) from the
+    package's source, which needs g++ and ninja. False (with a logged warning saying why) when
+    neither works. ``build_directory`` defaults to torch's extension folder
+    (``TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``)."""
     if _switch["loaded"]:
+        return True
+    _switch["tried"] = True
+    if _load_shipped():
         return True
     from torch.utils import cpp_extension
 
+    wanted = _wanted_variant()
     options = {}
     if build_directory is not None:
         Path(build_directory).mkdir(parents=True, exist_ok=True)
@@ -62,20 +139,21 @@ def load(build_directory: str | os.PathLike | None = None, verbose: bool = False
     try:
         with _ninja_on_path():
             cpp_extension.load(
-                name=_OPERATORS,
+                name=f"{_OPERATORS}_{wanted}",
                 sources=[str(source) for source in _SOURCES],
-                extra_cflags=list(COMPILE_FLAGS),
-                extra_ldflags=["-fopenmp"],
+                extra_cflags=list(variants.compile_flags(wanted, platform.machine())),
+                extra_ldflags=list(variants.LINK_FLAGS),
                 is_python_module=False,
                 verbose=verbose,
                 **options,
             )
     except (RuntimeError, OSError, ImportError, ValueError) as error:
         message = str(error)
+        _switch["reason"] = "the compiled kernel could not be built"
         logger.warning("kanlab's compiled kernel could not be built; the torch path stays in use. %s",
                        message if len(message) < 2000 else "..." + message[-2000:])
         return False
-    _switch["loaded"] = True
+    _switch.update(loaded=True, variant=wanted, reason="")
     return True
 
 
@@ -103,8 +181,22 @@ def _ninja_on_path():
 
 
 def is_loaded() -> bool:
-    """Whether ``load()`` has registered the kernel in this process."""
+    """Whether the kernel is registered in this process (after the first CPU forward pass on an
+    install that ships it, or after ``load()``)."""
     return _switch["loaded"]
+
+
+def variant() -> str | None:
+    """Which build is loaded (``"avx512"``, ``"avx2"``, ``"baseline"``, ``"generic"``), or None."""
+    return _switch["variant"]
+
+
+def status() -> str:
+    """One line: which build is in use, or why none is."""
+    if _switch["loaded"]:
+        state = "on" if _switch["enabled"] else "loaded but switched off"
+        return f"compiled kernel {state} ({_switch['variant']} build)"
+    return f"compiled kernel not in use: {_switch['reason']}"
 
 
 @contextlib.contextmanager
@@ -123,16 +215,35 @@ def disabled():
     return use(False)
 
 
+def transforming() -> bool:
+    """Whether a ``torch.func`` transform (``vmap``, ``grad``, ``jacrev``, ...) is running: the
+    kernel's operators and the custom autograd functions around them step aside for plain,
+    differentiable torch operations, which every transform can see through."""
+    return torch._C._are_functorch_transforms_active()
+
+
 def usable(x: torch.Tensor, k: int) -> bool:
     """Whether the kernel may compute the features of ``x`` (loaded, enabled, a CPU float
     tensor, eager mode, degree within the kernel's limit). Called on every layer call, so the
-    cheap checks go first. ONNX export runs under ``torch.export`` (or, with the older
-    exporter, under ``torch.jit`` tracing), so those checks cover it."""
-    if not (_switch["loaded"] and _switch["enabled"]):
+    cheap checks go first; the first CPU call loads the shipped kernel. ONNX export runs under
+    ``torch.export`` (or, with the older exporter, under ``torch.jit`` tracing), so those
+    checks cover it."""
+    if not _switch["enabled"]:
         return False
-    if not x.is_cpu or x.dtype not in _KERNEL_DTYPES or k > 16:
+    if not x.is_cpu:
+        if not _switch["told_device"]:
+            _switch["told_device"] = True
+            logger.info("kanlab's compiled kernel runs on CPU tensors; %s tensors take the torch path", x.device.type)
         return False
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+    if not _switch["loaded"]:
+        if _switch["tried"]:
+            return False
+        _autoload()
+        if not _switch["loaded"]:
+            return False
+    if x.dtype not in _KERNEL_DTYPES or k > 16:
+        return False
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or transforming():
         return False
     is_exporting = getattr(torch.compiler, "is_exporting", None)
     return not (is_exporting is not None and is_exporting())
@@ -146,7 +257,7 @@ def lbfgs_direction(grad: torch.Tensor, dirs: list[torch.Tensor], steps: list[to
     """L-BFGS's direction ``-H grad`` (flat, like ``grad``) from the curvature pairs, by the
     compiled two-loop recursion (``csrc/lbfgs.cpp``: the same ATen calls as ``optim.LBFGS``'s
     Python loop, on any device); None when the kernel is not loaded or is switched off."""
-    if not (_switch["loaded"] and _switch["enabled"]):
+    if not (_switch["loaded"] and _switch["enabled"]) or transforming():
         return None
     return torch.ops.kanlab_native.lbfgs_direction(grad, dirs, steps, ro, h_diag)
 

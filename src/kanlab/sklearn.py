@@ -7,8 +7,12 @@ acts. ``KANRegressor`` also standardises each target (``y_scaling_``: mean 0, st
 deviation 1) and undoes it on prediction. The trained network is ``module_`` (a ``kanlab.KAN`` on the scaled
 data); ``symbolic_formula`` composes its formula in the original units.
 
-Training is ``kanlab.fit`` once per grid in ``grid`` (grid extension between stages),
-``steps`` steps each; ``loss_curve_`` holds the objective after every step.
+The defaults are meant to be kept, as scikit-learn's ``MLPClassifier()`` / ``MLPRegressor()``
+defaults are: one hidden layer sized from the data (``hidden_width="auto"``), Adam on
+mini-batches of up to 200 rows, up to ``steps`` passes over the data (epochs), and early
+stopping on a held-out tenth of the rows that keeps the best parameters. Training is
+``kanlab.fit`` once per grid in ``grid`` (grid extension between stages); ``loss_curve_``
+holds the training objective after every epoch.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from .train import fit as fit_model
 __all__ = ["KANRegressor", "KANClassifier"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_MAX_AUTO_WIDTH = 32
 
 
 def _grids(grid) -> list[int]:
@@ -37,11 +42,21 @@ def _grids(grid) -> list[int]:
     return [int(g) for g in grids]
 
 
-def _hidden(hidden_width) -> list[int]:
+def _hidden(hidden_width, n_features: int, n_outputs: int) -> list[int]:
+    """Hidden widths; ``"auto"``: one layer of ``2 * n_features + 1`` nodes (the width of the
+    Kolmogorov-Arnold representation), at least ``n_outputs`` and at most 32."""
+    if isinstance(hidden_width, str) and hidden_width == "auto":
+        return [min(_MAX_AUTO_WIDTH, max(2 * n_features + 1, n_outputs))]
     widths = [hidden_width] if isinstance(hidden_width, (int, np.integer)) else list(hidden_width)
     if any(not isinstance(w, (int, np.integer)) or isinstance(w, bool) or w < 1 for w in widths):
-        raise ValueError(f"hidden_width must be a positive int or a sequence of them, got {hidden_width!r}")
+        raise ValueError(f"hidden_width must be 'auto', a positive int or a sequence of them, got {hidden_width!r}")
     return [int(w) for w in widths]
+
+
+def _positive_int(value, name: str) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
 
 
 class _KANEstimator(BaseEstimator):
@@ -49,19 +64,19 @@ class _KANEstimator(BaseEstimator):
 
     def __init__(
         self,
-        hidden_width=(5,),
+        hidden_width="auto",
         *,
-        grid=(5, 10),
+        grid=5,
         k=3,
-        steps=50,
-        opt="LBFGS",
-        lr=1.0,
-        batch_size=-1,
+        steps=200,
+        opt="Adam",
+        lr=0.01,
+        batch_size="auto",
         lamb=0.0,
         update_grid=True,
-        early_stopping=False,
+        early_stopping=True,
         validation_fraction=0.1,
-        n_iter_no_change=5,
+        n_iter_no_change=10,
         dtype="float64",
         random_state=None,
     ):
@@ -93,24 +108,37 @@ class _KANEstimator(BaseEstimator):
     def _scaled(self, X: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(self.x_scaling_.forward(X), dtype=self._torch_dtype())
 
+    def _batch(self, n_rows: int) -> int:
+        """Rows per step: ``"auto"`` is ``min(200, n_rows)`` (as scikit-learn's MLPs); -1 the whole set."""
+        if isinstance(self.batch_size, str) and self.batch_size == "auto":
+            return min(200, n_rows)
+        if self.batch_size == -1:
+            return n_rows
+        return min(_positive_int(self.batch_size, "batch_size"), n_rows)
+
     def _train(self, X: torch.Tensor, Y: torch.Tensor, n_out: int, loss_fn=None) -> None:
         grids = _grids(self.grid)
+        epochs = _positive_int(self.steps, "steps")
         if self.opt not in ("LBFGS", "Adam"):
             raise ValueError(f"opt must be 'LBFGS' or 'Adam', got {self.opt!r}")
         random = check_random_state(self.random_state)
         seed = int(random.randint(2**31 - 1))
-        width = [X.shape[1], *_hidden(self.hidden_width), n_out]
+        width = [X.shape[1], *_hidden(self.hidden_width, X.shape[1], n_out), n_out]
         model = KAN(width, grid=grids[0], k=self.k, seed=seed, dtype=self._torch_dtype())
         stopper = None
         if self.early_stopping:
             X, Y, stopper = self._validation_split(X, Y, random, loss_fn)
+        batch = self._batch(X.shape[0])
+        per_epoch = max(1, X.shape[0] // batch)
         curve = []
         for stage, grid in enumerate(grids):
             if stage:
                 model = model.refine(grid, X)
+            steps = epochs * per_epoch
             history = fit_model(
-                model, (X, Y), opt=self.opt, steps=self.steps, lr=self.lr, batch=self.batch_size,
-                lamb=self.lamb, update_grid=self.update_grid, loss_fn=loss_fn, log=1, seed=seed,
+                model, (X, Y), opt=self.opt, steps=steps, lr=self.lr, batch=-1 if batch == X.shape[0] else batch,
+                lamb=self.lamb, update_grid=self.update_grid, loss_fn=loss_fn, log=per_epoch, seed=seed,
+                stop_grid_update_step=min(50, steps // 2) if self.opt == "Adam" else 50,
                 progress=False, callbacks=[stopper] if stopper else (),
             )
             curve.extend(history["objective"])
@@ -133,7 +161,8 @@ class _KANEstimator(BaseEstimator):
         order = torch.as_tensor(random.permutation(X.shape[0]))
         n_val = max(1, int(round(self.validation_fraction * X.shape[0])))
         if X.shape[0] - n_val < 2:
-            raise ValueError(f"early_stopping leaves fewer than 2 training samples (n_samples = {X.shape[0]})")
+            # too few rows to hold any out: train on all of them, without early stopping
+            return X, Y, None
         held, kept = order[:n_val], order[n_val:]
         stopper = _EarlyStopping(X[held], Y[held], loss_fn, self.n_iter_no_change)
         return X[kept], Y[kept], stopper
@@ -188,15 +217,16 @@ class _EarlyStopping:
 class KANRegressor(RegressorMixin, _KANEstimator):
     """KAN regression with scikit-learn's interface; one or several targets.
 
-    ``hidden_width``: hidden layer widths (``(5,)`` gives ``KAN([n_features, 5, n_targets])``);
-    ``grid``: grid intervals, or a sequence for grid extension (``(5, 10)``: train at 5, refine
-    to 10, train again); ``steps`` per grid; ``opt`` ``"LBFGS"`` or ``"Adam"`` with ``lr``;
-    ``batch_size`` -1 for full batch; ``lamb`` the paper's sparsification strength;
-    ``update_grid`` adapts grids to the data during the first steps of each stage;
-    ``early_stopping`` holds out ``validation_fraction`` of the rows and ends a stage once the
-    validation loss has not improved for ``n_iter_no_change`` steps, keeping the stage's best
-    parameters (``validation_loss_`` records it) - the guard against overfitting small, noisy
-    tables.
+    ``hidden_width``: hidden layer widths (``(5,)`` gives ``KAN([n_features, 5, n_targets])``;
+    ``"auto"``: one layer of ``min(32, 2 * n_features + 1)``); ``grid``: grid intervals, or a
+    sequence for grid extension (``(5, 10)``: train at 5, refine to 10, train again);
+    ``steps``: epochs (passes over the training rows) per grid; ``opt`` ``"Adam"`` or
+    ``"LBFGS"`` with ``lr``; ``batch_size`` rows per step (``"auto"``: ``min(200, n)``; -1 the
+    whole set); ``lamb`` the paper's sparsification strength; ``update_grid`` adapts grids to
+    the data during the first steps of each stage; ``early_stopping`` holds out
+    ``validation_fraction`` of the rows and ends a stage once the validation loss has not
+    improved for ``n_iter_no_change`` epochs, keeping the stage's best parameters
+    (``validation_loss_`` records it) - the guard against overfitting small, noisy tables.
     """
 
     def __sklearn_tags__(self):
@@ -227,11 +257,6 @@ class KANRegressor(RegressorMixin, _KANEstimator):
         return self.y_scaling_
 
 
-def _soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against one-hot ``target`` ``(N, n_classes)``."""
-    return torch.nn.functional.cross_entropy(logits, target)
-
-
 class KANClassifier(ClassifierMixin, _KANEstimator):
     """KAN classification (binary or multi-class) with scikit-learn's interface.
 
@@ -250,8 +275,8 @@ class KANClassifier(ClassifierMixin, _KANEstimator):
         if len(self.classes_) < 2:
             raise ValueError(f"KANClassifier needs samples of at least 2 classes, got 1 class: {self.classes_[0]!r}")
         self.x_scaling_ = AffineScaling.to_range(X)
-        onehot = torch.nn.functional.one_hot(torch.as_tensor(codes), len(self.classes_)).to(self._torch_dtype())
-        self._train(self._scaled(X), onehot, len(self.classes_), loss_fn=_soft_cross_entropy)
+        labels = torch.as_tensor(codes, dtype=torch.long)
+        self._train(self._scaled(X), labels, len(self.classes_), loss_fn=torch.nn.CrossEntropyLoss())
         return self
 
     def predict_proba(self, X):
@@ -259,7 +284,10 @@ class KANClassifier(ClassifierMixin, _KANEstimator):
         return torch.softmax(self._forward(X), dim=1).cpu().double().numpy()
 
     def predict_log_proba(self, X):
-        return torch.log_softmax(self._forward(X), dim=1).cpu().double().numpy()
+        """``log(predict_proba(X))`` (as scikit-learn's MLPClassifier: -inf where a
+        probability rounds to 0)."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
 
     def predict(self, X):
         check_is_fitted(self, "module_")

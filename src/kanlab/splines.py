@@ -543,6 +543,29 @@ class _BasisFeatures(torch.autograd.Function):
         return grad_x, grad_base, None
 
 
+def _plain_features(x: torch.Tensor, base: torch.Tensor | None, plan: KnotPlan) -> torch.Tensor:
+    """``_BasisFeatures``'s forward in out-of-place, differentiable torch operations, for
+    ``torch.func`` transforms (``vmap``, ``grad``, ``jacrev``, ``hessian``), which see through
+    plain operations but not through a custom autograd function's hand-written backward.
+    Autograd differentiates the same local polynomials that ``_local_derivative`` writes out."""
+    values, position = _local_values(x, plan)
+    n_basis = plan.n_basis
+    index = plan.scatter_index.index_select(0, position.reshape(-1)).reshape(values.shape)
+    features = torch.zeros_like(x).unsqueeze(1).expand(-1, n_basis + 1, -1)
+    features = features.scatter(1, index.transpose(1, 2), values.transpose(1, 2))
+    if base is not None:
+        features = torch.cat([features[:, :n_basis], base.unsqueeze(1)], dim=1)
+    else:
+        features = features[:, :n_basis] + (x - x).unsqueeze(1)
+    return features.reshape(x.shape[0], -1)
+
+
+def _features(x: torch.Tensor, base: torch.Tensor | None, plan: KnotPlan) -> torch.Tensor:
+    if native.transforming():
+        return _plain_features(x, base, plan)
+    return _BasisFeatures.apply(x, base, plan)
+
+
 def _as_plan(x: torch.Tensor, knots: torch.Tensor | KnotPlan, k: int | None, uniform: bool | None) -> KnotPlan:
     if isinstance(knots, KnotPlan):
         if x.shape[-1] != knots.knots.shape[0]:
@@ -574,7 +597,7 @@ def basis_features(
     plan = _as_plan(x, knots, k, uniform)
     if x.dim() != 2:
         raise ValueError(f"x must be 2-D (N, in), got shape {tuple(x.shape)}")
-    return _BasisFeatures.apply(x, base, plan)
+    return _features(x, base, plan)
 
 
 def bspline_basis(
@@ -589,7 +612,7 @@ def bspline_basis(
     plan = _as_plan(x, knots, k, uniform)
     lead = x.shape[:-1]
     flat = x.reshape(-1, x.shape[-1])
-    features = _BasisFeatures.apply(flat, None, plan)
+    features = _features(flat, None, plan)
     slots = features.view(flat.shape[0], plan.n_basis, flat.shape[1])
     return slots.transpose(1, 2).reshape(*lead, flat.shape[1], plan.n_basis)
 
@@ -721,4 +744,6 @@ def edge_mean_abs(features: torch.Tensor, weight: torch.Tensor, chunk_size: int 
         raise ValueError(
             f"features (N, m, in) and weight (out, m, in) must agree, got {tuple(features.shape)} and {tuple(weight.shape)}"
         )
+    if native.transforming():
+        return torch.einsum("bmi,omi->boi", features, weight).abs().mean(0)
     return _EdgeMeanAbs.apply(features, weight, int(chunk_size))

@@ -24,6 +24,7 @@ import torch
 from .fused import SquaredErrorObjective
 from .model import KAN
 from .optim import LBFGS, adam
+from .pykan_names import check_keywords
 from .sparsity import EdgeSparsity
 
 __all__ = ["fit", "regularization"]
@@ -67,7 +68,18 @@ def regularization_from_norms(
 
 
 # ---------------------------------------------------------------------- data
-def _as_tensor(value, name: str, model: KAN) -> torch.Tensor:
+def _is_integer(value) -> bool:
+    if isinstance(value, torch.Tensor):
+        return not (value.is_floating_point() or value.is_complex()) and value.dtype != torch.bool
+    return isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.integer)
+
+
+def _as_tensor(value, name: str, model: KAN, labels: bool = False) -> torch.Tensor:
+    """A checked tensor on the model's device: inputs (and float labels) in the model's dtype;
+    integer labels (class indices) as ``torch.long``."""
+    if labels and (_is_integer(value) or (isinstance(value, (list, tuple)) and _is_integer(np.asarray(value)))):
+        return torch.as_tensor(np.asarray(value) if not isinstance(value, torch.Tensor) else value,
+                               device=model.device).long()
     if isinstance(value, np.ndarray) or isinstance(value, (list, tuple)):
         value = torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=model.dtype, device=model.device)
     if not isinstance(value, torch.Tensor):
@@ -80,23 +92,36 @@ def _as_tensor(value, name: str, model: KAN) -> torch.Tensor:
 
 
 def _check_pair(x, y, name: str, model: KAN, check_values: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate one (inputs, labels) pair; labels ``(N,)`` become ``(N, 1)`` for one output."""
+    """Validate one (inputs, labels) pair. Float labels ``(N,)`` become ``(N, 1)`` for one
+    output. Integer labels are class indices ``(N,)`` in ``[0, n_outputs)`` for a network of
+    several outputs (for ``CrossEntropyLoss``), and plain numbers (float ``(N, 1)``) for one."""
     x = _as_tensor(x, f"{name}_input", model)
-    y = _as_tensor(y, f"{name}_label", model)
+    y = _as_tensor(y, f"{name}_label", model, labels=True)
     n_in, n_out = model.n_inputs, model.width_in[-1]
     if x.dim() != 2 or x.shape[1] != n_in:
         raise ValueError(f"{name}_input must be 2-D (N, {n_in}), got shape {tuple(x.shape)}")
+    if y.dtype == torch.long:
+        if y.dim() == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.dim() != 1:
+            raise ValueError(f"{name}_label holds integers (class indices), so it must be (N,), got shape {tuple(y.shape)}")
+        if n_out == 1:
+            y = y.to(model.dtype).unsqueeze(1)
+        elif y.numel() and (int(y.min()) < 0 or int(y.max()) >= n_out):
+            raise ValueError(f"{name}_label holds class indices outside [0, {n_out}) for a network of {n_out} "
+                             f"outputs (got {int(y.min())} to {int(y.max())})")
     if y.dim() == 1 and n_out == 1:
         y = y.unsqueeze(1)
-    if y.dim() != 2 or y.shape[1] != n_out:
-        raise ValueError(f"{name}_label must be (N, {n_out}) (or (N,) for one output), got shape {tuple(y.shape)}")
+    if y.dtype != torch.long and (y.dim() != 2 or y.shape[1] != n_out):
+        raise ValueError(f"{name}_label must be (N, {n_out}) (or (N,) for one output, or (N,) integer class "
+                         f"indices), got shape {tuple(y.shape)}")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"{name}_input has {x.shape[0]} rows but {name}_label has {y.shape[0]}")
     if x.shape[0] == 0:
         raise ValueError(f"{name}_input is empty: at least one sample is needed")
     if check_values:
         for tensor, part in ((x, "input"), (y, "label")):
-            if not torch.isfinite(tensor).all():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise ValueError(f"{name}_{part} contains NaN or infinite values")
     return x, y
 
@@ -165,10 +190,6 @@ def _mse(pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     return torch.mean((pred - label) ** 2)
 
 
-def _rmse(pred: torch.Tensor, label: torch.Tensor) -> float:
-    return math.sqrt(torch.mean((pred - label) ** 2).item())
-
-
 # ---------------------------------------------------------------------- loop
 def fit(
     model: KAN,
@@ -198,6 +219,7 @@ def fit(
     checkpoint_every: int = 0,
     resume=None,
     distributed: bool = False,
+    **options,
 ) -> dict:
     """Train ``model`` in place and return its history.
 
@@ -212,9 +234,17 @@ def fit(
     ``stop_grid_update_step // grid_update_num`` steps while ``start_grid_update_step <= step
     < stop_grid_update_step``. ``loss_fn(pred, label)`` replaces the mean squared error.
 
-    Every ``log`` steps the history records ``step``, ``train_loss`` and ``test_loss`` (RMSE of
-    the model after the step on the training batch and the test set, as pykan reports them;
-    also under ``train_rmse`` / ``test_rmse``), ``reg`` and ``objective``, each entry of
+    Labels: float ``(N, out)`` (``(N,)`` for one output); integer class indices ``(N,)`` for a
+    network of several outputs, trained with ``torch.nn.CrossEntropyLoss()`` unless ``loss_fn``
+    says otherwise (integer labels of a one-output network are numbers); 0/1 float labels
+    with ``BCEWithLogitsLoss``.
+
+    Every ``log`` steps the history records ``step``, ``train_loss`` and ``test_loss`` (without
+    ``loss_fn``: the RMSE of the model after the step on the training batch and the test set, as
+    pykan reports them, also under ``train_rmse`` / ``test_rmse``; with ``loss_fn`` or class
+    labels: that loss function's own value, with ``train_accuracy`` / ``test_accuracy`` where
+    the labels are classes and ``train_rmse`` / ``test_rmse`` where they are numbers),
+    ``reg`` and ``objective``, each entry of
     ``metrics`` (name -> ``fn(pred, label)`` on the test set, else the batch) as ``test_<name>``;
     then each ``callbacks`` entry is called as ``cb(step, model, history)`` and training stops
     if one returns True. ``progress`` shows a tqdm bar (default: only on a terminal).
@@ -232,6 +262,7 @@ def fit(
     gets back the best parameters seen and ``history["stopped"]`` is ``"diverged"``. On
     Ctrl-C the model also gets back its best state before the interrupt propagates.
     """
+    check_keywords("fit()", options)
     if opt not in ("LBFGS", "Adam"):
         raise ValueError(f"opt must be 'LBFGS' or 'Adam', got {opt!r}")
     if not isinstance(steps, int) or steps < 0:
@@ -255,6 +286,10 @@ def fit(
     # takes a step's evaluations whenever the model runs on the compiled kernel as one network
     direct = loss_fn is None and shard is None and not (lamb and (lamb_coef or lamb_coefdiff))
     with_norms = bool(lamb and (lamb_l1 or lamb_entropy))
+    classes = _class_labels(dataset, train_x, model, loss_fn)
+    if loss_fn is None and classes == "indices":
+        loss_fn, direct = torch.nn.CrossEntropyLoss(), False
+    own_loss = loss_fn is not None  # history reports loss_fn's own value; else the RMSE, as pykan
     loss_fn = loss_fn or _mse
     metrics = dict(metrics or {})
     grid_every = max(1, stop_grid_update_step // max(1, grid_update_num))
@@ -290,8 +325,26 @@ def fit(
 
     history: dict = {"step": [], "train_loss": [], "test_loss": [], "reg": [], "objective": []}
     history.update({f"test_{name}": [] for name in metrics})
-    history["train_rmse"], history["test_rmse"] = history["train_loss"], history["test_loss"]
+    if own_loss:
+        if classes is None:
+            history["train_rmse"], history["test_rmse"] = [], []
+        else:
+            history["train_accuracy"], history["test_accuracy"] = [], []
+    else:
+        history["train_rmse"], history["test_rmse"] = history["train_loss"], history["test_loss"]
     history["stopped"] = None
+
+    def measures(pred, label, loss=None) -> dict[str, float]:
+        """What the history records of predictions against labels (averaged over ranks)."""
+        if not own_loss:
+            return {"loss": math.sqrt(_mean_over_ranks(torch.mean((pred - label) ** 2), shard))}
+        loss = loss_fn(pred, label) if loss is None else loss
+        values = {"loss": _mean_over_ranks(loss.detach(), shard)}
+        if classes is None:
+            values["rmse"] = math.sqrt(_mean_over_ranks(torch.mean((pred - label) ** 2), shard))
+        else:
+            values["accuracy"] = _mean_over_ranks(_accuracy(pred, label), shard)
+        return values
 
     def record(step: int, x, y) -> float:
         with torch.no_grad():
@@ -299,11 +352,15 @@ def fit(
             reg_value = reg.item() if reg is not None else 0.0
             total = _mean_over_ranks(loss, shard) + lamb * reg_value
             history["step"].append(step)
-            history["train_loss"].append(math.sqrt(_mean_over_ranks(torch.mean((pred - y) ** 2), shard)))
+            train = measures(pred, y, loss)
+            eval_pred, eval_label = (model(test_pair[0]), test_pair[1]) if test_pair else (pred, y)
+            test = measures(eval_pred, eval_label) if test_pair else dict.fromkeys(train, float("nan"))
+            for part, values in (("train", train), ("test", test)):
+                for key, value in values.items():
+                    if key == "loss" or own_loss:
+                        history[f"{part}_{key}"].append(value)
             history["reg"].append(reg_value)
             history["objective"].append(total)
-            eval_pred, eval_label = (model(test_pair[0]), test_pair[1]) if test_pair else (pred, y)
-            history["test_loss"].append(_rmse(eval_pred, eval_label) if test_pair else float("nan"))
             for name, fn in metrics.items():
                 history[f"test_{name}"].append(float(fn(eval_pred, eval_label)))
         return total
@@ -322,7 +379,8 @@ def fit(
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         history.update(saved["history"])
-        history["train_rmse"], history["test_rmse"] = history["train_loss"], history["test_loss"]
+        if not own_loss:
+            history["train_rmse"], history["test_rmse"] = history["train_loss"], history["test_loss"]
         best_state, best_value = saved["best_state"], saved["best_value"]
         lbfgs_scale, first_step = saved["lbfgs_scale"], saved["step"]
         for _ in range(first_step):  # the same batches as the uninterrupted run
@@ -333,7 +391,8 @@ def fit(
 
         state = {
             "model": snapshot(), "optimizer": optimizer.state_dict(), "step": step,
-            "history": {key: value for key, value in history.items() if key not in ("train_rmse", "test_rmse")},
+            "history": {key: value for key, value in history.items()
+                        if own_loss or key not in ("train_rmse", "test_rmse")},
             "best_state": best_state, "best_value": best_value, "lbfgs_scale": lbfgs_scale,
         }
         if shard is None or shard.rank == 0:
@@ -404,7 +463,36 @@ def fit(
     finally:
         if bar is not None:
             bar.close()
+        if shard is not None:
+            # The DDP wrapper sits in reference cycles (its hooks), so without this it would
+            # live, holding the process group and gloo's threads, until some later garbage
+            # collection - often at interpreter exit, after destroy_process_group(), where
+            # tearing gloo down aborts the process ("terminate called without an active
+            # exception"). Free it now, and leave together.
+            net = None  # noqa: F841 -- clears the closures' reference too
+            shard.finish(wait=sys.exc_info()[0] is None)  # after an error other ranks may never arrive
     return history
+
+
+def _class_labels(dataset, train_x, model, loss_fn) -> str | None:
+    """``"indices"`` for integer class labels of a network with several outputs, ``"binary"``
+    for 0/1 float labels under ``BCEWithLogitsLoss``, else None (the labels are numbers)."""
+    if isinstance(dataset, torch.utils.data.DataLoader):
+        return None
+    label = dataset["train_label"] if isinstance(dataset, Mapping) else dataset[1]
+    if _is_integer(label) or (isinstance(label, (list, tuple)) and _is_integer(np.asarray(label))):
+        return "indices" if model.width_in[-1] > 1 else None
+    if isinstance(loss_fn, torch.nn.BCEWithLogitsLoss):
+        return "binary"
+    return None
+
+
+def _accuracy(pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Share of rows classified right: argmax of the logits against class indices, or the
+    logit's sign against 0/1 labels (every output of a multi-label problem)."""
+    if label.dtype == torch.long:
+        return (pred.argmax(dim=1) == label).to(pred.dtype).mean()
+    return ((pred > 0).to(pred.dtype) == label).to(pred.dtype).mean()
 
 
 def _mean_over_ranks(value: torch.Tensor, shard) -> float:
@@ -480,6 +568,17 @@ class _Shard:
             (gradient,) = torch.autograd.grad(value, flat)
         surrogate = (gradient * torch.cat([n.reshape(-1) for n in norms])).sum()
         return total + surrogate + (value.detach() - surrogate.detach())
+
+    def finish(self, wait: bool) -> None:
+        """End of training: destroy the DDP wrapper now (its cycles need the collector) and,
+        with ``wait``, wait for every rank, so none tears down while another still communicates."""
+        import gc
+
+        import torch.distributed as dist
+
+        gc.collect()
+        if wait:
+            dist.barrier()
 
     def average(self, value: torch.Tensor) -> torch.Tensor:
         import torch.distributed as dist
