@@ -77,6 +77,7 @@ class _KANEstimator(BaseEstimator):
         early_stopping=True,
         validation_fraction=0.1,
         n_iter_no_change=10,
+        tol=1e-4,
         dtype="float64",
         random_state=None,
     ):
@@ -92,6 +93,7 @@ class _KANEstimator(BaseEstimator):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
         self.dtype = dtype
         self.random_state = random_state
 
@@ -135,11 +137,13 @@ class _KANEstimator(BaseEstimator):
             if stage:
                 model = model.refine(grid, X)
             steps = epochs * per_epoch
+            stop_grid_update = min(50, steps // 2) if self.opt == "Adam" else 50
+            if stopper is not None:
+                stopper.warmup = stop_grid_update if self.update_grid else 0
             history = fit_model(
                 model, (X, Y), opt=self.opt, steps=steps, lr=self.lr, batch=-1 if batch == X.shape[0] else batch,
                 lamb=self.lamb, update_grid=self.update_grid, loss_fn=loss_fn, log=per_epoch, seed=seed,
-                stop_grid_update_step=min(50, steps // 2) if self.opt == "Adam" else 50,
-                progress=False, callbacks=[stopper] if stopper else (),
+                stop_grid_update_step=stop_grid_update, progress=False, callbacks=[stopper] if stopper else (),
             )
             curve.extend(history["objective"])
             if stopper is not None:
@@ -164,7 +168,7 @@ class _KANEstimator(BaseEstimator):
             # too few rows to hold any out: train on all of them, without early stopping
             return X, Y, None
         held, kept = order[:n_val], order[n_val:]
-        stopper = _EarlyStopping(X[held], Y[held], loss_fn, self.n_iter_no_change)
+        stopper = _EarlyStopping(X[held], Y[held], loss_fn, self.n_iter_no_change, float(self.tol))
         return X[kept], Y[kept], stopper
 
     def _forward(self, X) -> torch.Tensor:
@@ -191,8 +195,9 @@ class _EarlyStopping:
     """A ``fit`` callback: stop when the validation loss has not improved for ``patience``
     steps; ``restore_best`` puts back the best parameters of the stage."""
 
-    def __init__(self, X, Y, loss_fn, patience: int) -> None:
-        self.X, self.Y, self.patience = X, Y, patience
+    def __init__(self, X, Y, loss_fn, patience: int, tol: float = 0.0) -> None:
+        self.X, self.Y, self.patience, self.tol = X, Y, patience, tol
+        self.warmup = 0  # steps during which the grid still moves: patience is not counted
         self.loss_fn = loss_fn or (lambda pred, label: torch.mean((pred - label) ** 2))
         self.losses: list[float] = []
         self._best, self._best_state, self._since = float("inf"), None, 0
@@ -201,11 +206,13 @@ class _EarlyStopping:
         with torch.no_grad():
             loss = float(self.loss_fn(model(self.X), self.Y))
         self.losses.append(loss)
-        if loss < self._best:
-            self._best, self._since = loss, 0
+        if loss < self._best:  # the best parameters are kept whatever the gain ...
             self._best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if loss < self._best - self.tol or step <= self.warmup:  # only a gain above tol resets the patience
+            self._since = 0
         else:
             self._since += 1
+        self._best = min(self._best, loss)
         return self._since >= self.patience
 
     def restore_best(self, model) -> None:
@@ -225,7 +232,7 @@ class KANRegressor(RegressorMixin, _KANEstimator):
     whole set); ``lamb`` the paper's sparsification strength; ``update_grid`` adapts grids to
     the data during the first steps of each stage; ``early_stopping`` holds out
     ``validation_fraction`` of the rows and ends a stage once the validation loss has not
-    improved for ``n_iter_no_change`` epochs, keeping the stage's best parameters
+    improved by more than ``tol`` for ``n_iter_no_change`` epochs, keeping the stage's best parameters
     (``validation_loss_`` records it) - the guard against overfitting small, noisy tables.
     """
 
