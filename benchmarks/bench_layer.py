@@ -12,8 +12,9 @@ matrix products; our own code), an MLP with the KAN layer's parameter count (in 
 and, with ``--pykan-python``, pykan 0.2.8's KANLayer (timed in its own interpreter against
 its own nn.Linear). "vs own G=5" compares kanlab's fwd+bwd with its own at G = 5, same shape,
 timed beside it in the same rounds (a paired ratio too).
-kanlab's columns come twice: the pure-torch path, and with the compiled kernel
-(``kanlab.native``, built on the first run; ``--no-compiled`` skips it).
+kanlab's columns come twice: the default path (the compiled kernel that installing builds
+and the first forward loads: ``kanlab.native``), and the pure-torch path that runs where no
+kernel fits (``native.disabled()``; ``--no-compiled`` leaves the default path's columns out).
 Prints a markdown table and writes its section of RESULTS.md.
 
     .venv/bin/python benchmarks/bench_layer.py [--pykan-python .venv-pykan/bin/python]
@@ -146,24 +147,26 @@ def main() -> None:
     parser.add_argument("--pykan-python", help="python of an environment with pykan==0.2.8")
     parser.add_argument("--no-compiled", action="store_true", help="leave out the compiled kernel's columns")
     args = parser.parse_args()
-    compiled = not args.no_compiled and kanlab.native.load()
+    compiled = not args.no_compiled and kanlab.native.load()  # the installed kernel (built here if none is)
     with_g5 = {(b, i, o) for b, i, o, g in SIZES if g == 5}
     rows = [measure(*size, compiled, beside_g5=size[3] != 5 and size[:3] in with_g5) for size in SIZES]
     theirs = pykan_ratios(args.pykan_python) if args.pykan_python else {}
     for row in rows:
         if theirs:
             row.append(f"{theirs[row[0]]:.1f}x")
-    header = ["(batch, in, out, G)", "forward / linear", "fwd+bwd / linear", "fwd+bwd adapted grid / linear"]
+    header = ["(batch, in, out, G)", "torch path: forward / linear", "torch path: fwd+bwd / linear",
+              "torch path: fwd+bwd adapted grid / linear"]
     if compiled:
-        header += ["compiled: forward / linear", "compiled: fwd+bwd / linear", "compiled: fwd+bwd adapted / linear"]
+        header += ["default: forward / linear", "default: fwd+bwd / linear", "default: fwd+bwd adapted / linear"]
     header += ["dense Cox-de Boor (efficient-kan style) / linear", "same-size MLP / linear", "memory / linear",
-               "memory MiB (kan / linear)", "kanlab fwd+bwd vs own G=5"]
-    header += ["compiled: fwd+bwd vs own G=5"] if compiled else []
+               "memory MiB (kan / linear)", "torch path: fwd+bwd vs own G=5"]
+    header += ["default: fwd+bwd vs own G=5"] if compiled else []
     header += ["pykan 0.2.8 fwd+bwd / linear"] if theirs else []
     table = markdown_table(header, rows)
     text = (
         "## KANLinear vs nn.Linear(in*(G+k), out)\n\n"
         f"`.venv/bin/python benchmarks/bench_layer.py`: torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {torch.backends.cpu.get_cpu_capability()}, "
+        f"{kanlab.native.status()}, "
         f"float32, k=3, input requires grad, gradients cleared before each step; {REPEATS} interleaved rounds, "
         "each ratio to the linear the median over rounds of the two sides' times in the same round "
         "(\"vs own G=5\" likewise, beside the same layer shape at G = 5 in the same rounds); "

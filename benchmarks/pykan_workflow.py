@@ -33,6 +33,27 @@ def build(parameters, grid):
     return model
 
 
+def rounded(expr, seconds=30):
+    """pykan's ex_round of the formula, given up after ``seconds`` (sympy's rounding of some
+    formulas, with huge or tiny constants, ran for over 10 minutes): then sympy's 4-digit N."""
+    import signal
+
+    def give_up(*_):
+        raise TimeoutError
+
+    previous = signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(seconds)
+    try:
+        return str(ex_round(expr, 4))
+    except TimeoutError:
+        import sympy
+
+        return str(sympy.N(expr, 4)) + " (ex_round gave up)"
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def rmse(model):
     with torch.no_grad():
         return float(torch.sqrt(torch.mean((model(data["test_input"]) - data["test_label"]) ** 2)))
@@ -71,7 +92,7 @@ with contextlib.redirect_stdout(quiet):
     stage("train", lambda: model.fit(data, opt="LBFGS", steps=steps, log=steps))
     stage("auto_symbolic", lambda: model.auto_symbolic(lib=lib))
     stage("train", lambda: model.fit(data, opt="LBFGS", steps=steps, log=steps))
-    formula = str(ex_round(model.symbolic_formula()[0][0], 4)) if failure is None else f"(crashed in {failure})"
+    formula = rounded(model.symbolic_formula()[0][0]) if failure is None else f"(crashed in {failure})"
 
     # auto_symbolic alone, on the trained network kanlab hands over
     network = build(trained, request["grid"])

@@ -72,3 +72,12 @@ def test_bad_class_labels_say_what_is_wrong():
         model.fit((x, y + 1), steps=1)
     with pytest.raises(ValueError, match="must be \\(N,\\)"):
         model.fit((x, torch.stack([y, y], 1)), steps=1)
+
+
+def test_integer_labels_from_a_dataloader():
+    x, y = _blobs(seed=4)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=50, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))
+    model = kanlab.KAN([2, 3], grid=5, seed=0)
+    history = model.fit(loader, opt="Adam", lr=0.05, steps=60, test=(x, y), update_grid=False)
+    assert history["test_accuracy"][-1] > 0.95

@@ -7,7 +7,7 @@ and the pure spline functions in ``kanlab.splines``. Pictures are in ``kanlab.pl
 export in ``kanlab.export``. Heavy optional dependencies are imported only where used.
 """
 
-from . import native, optim, splines
+from . import native, optim, splines, structure
 from .compile import expand_depth, expand_width, from_formula
 from .datasets import create_dataset, paper_function
 from .io import ModelFileError, load, save
@@ -34,6 +34,7 @@ __all__ = [
     "ModelFileError",
     "splines",
     "native",
+    "structure",
     "prune",
     "prune_node",
     "prune_edge",

@@ -102,7 +102,6 @@ def _split(n_rows: int, seed: int, val_fraction: float):
 
 # ---------------------------------------------------------------------- fit
 def _fit(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
     from . import plot

@@ -359,11 +359,49 @@ class KAN(nn.Module):
         return copy.deepcopy(self)
 
     # ------------------------------------------------------------------ reading a model
-    def attribute(self, x: torch.Tensor | None = None):
-        """KAN 2.0 attribution scores; see ``kanlab.prune.attribute``."""
+    def attribute(self, l: int | None = None, i: int | None = None, x: torch.Tensor | None = None):
+        """KAN 2.0 attribution scores of the outputs or, as pykan's ``attribute(l, i)``, of node
+        ``i`` of node layer ``l``; see ``kanlab.prune.attribute``."""
         from .prune import attribute
 
-        return attribute(self, x)
+        if (l is None) != (i is None):
+            raise ValueError("attribute takes both l and i (one node) or neither (the outputs)")
+        return attribute(self, x, None if l is None else (l, i))
+
+    # ------------------------------------------------------------------ structure (KAN 2.0)
+    def feature_interaction(self, x: torch.Tensor | None = None, mode: str = "add") -> torch.Tensor:
+        """``(d, d)`` normalised interaction of each pair of inputs; see ``kanlab.structure``."""
+        from .structure import feature_interaction
+
+        return feature_interaction(self, x, mode)
+
+    def detect_separability(self, x: torch.Tensor | None = None, mode: str = "add", threshold: float = 1e-2):
+        """Groups of inputs the model adds (``mode="add"``) or multiplies; see ``kanlab.structure``."""
+        from .structure import detect_separability
+
+        return detect_separability(self, x, mode, threshold)
+
+    def test_separability(self, x: torch.Tensor | None = None, groups=(), mode: str = "add",
+                          threshold: float = 1e-2) -> bool:
+        from .structure import test_separability
+
+        return test_separability(self, x, groups, mode, threshold)
+
+    def test_symmetry(self, x: torch.Tensor | None = None, group=(), threshold: float = 1e-3) -> bool:
+        from .structure import test_symmetry
+
+        return test_symmetry(self, x, group, threshold)
+
+    def tree(self, x: torch.Tensor | None = None, threshold: float = 1e-2):
+        """The model's modular tree (sums, products, compositions); see ``kanlab.structure.tree``."""
+        from .structure import tree
+
+        return tree(self, x, threshold)
+
+    def plot_tree(self, path=None, x: torch.Tensor | None = None, names=None, threshold: float = 1e-2):
+        from .structure import plot_tree, tree
+
+        return plot_tree(tree(self, x, threshold), path, names)
 
     def feature_score(self, x: torch.Tensor | None = None) -> torch.Tensor:
         """Attribution score of each input feature ``(n_inputs,)``."""

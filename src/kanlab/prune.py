@@ -64,12 +64,25 @@ def edge_scores(model, x: torch.Tensor | None = None) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def attribute(model, x: torch.Tensor | None = None) -> Attribution:
-    """KAN 2.0 attribution scores of every node and edge (module docstring)."""
+def attribute(model, x: torch.Tensor | None = None, node: tuple[int, int] | None = None) -> Attribution:
+    """KAN 2.0 attribution scores of every node and edge (module docstring). ``node=(l, i)``
+    attributes node ``i`` of node layer ``l`` (0: the inputs, ``depth``: the outputs) instead
+    of the outputs: it scores 1, the nodes above it 0, and the scores below say how much each
+    node and edge contributes to it."""
     _, values = _activations(model, x)
+    top = model.depth
     node_score = torch.ones(model.width_in[-1], dtype=model.dtype, device=model.device)
+    if node is not None:
+        l, i = node
+        if not (isinstance(l, int) and 0 <= l <= model.depth):
+            raise ValueError(f"node layer l must be an int in 0..{model.depth}, got {l!r}")
+        if not (isinstance(i, int) and 0 <= i < model.width_in[l]):
+            raise ValueError(f"node i must be an int in 0..{model.width_in[l] - 1} for layer {l}, got {i!r}")
+        top = l
+        node_score = torch.zeros(model.width_in[l], dtype=model.dtype, device=model.device)
+        node_score[i] = 1.0
     nodes, edges, subnodes = [node_score], [], []
-    for l in range(model.depth - 1, -1, -1):
+    for l in range(top - 1, -1, -1):
         subnode_score = _to_subnodes(model, node_score, l + 1)
         edge_spread = values[l].std(0, correction=0) if values[l].shape[0] > 1 else values[l].abs()[0]
         subnode_spread = values[l].sum(-1).std(0, correction=0) if values[l].shape[0] > 1 else edge_spread.sum(-1)
@@ -78,6 +91,10 @@ def attribute(model, x: torch.Tensor | None = None) -> Attribution:
         nodes.insert(0, node_score)
         edges.insert(0, edge)
         subnodes.insert(0, subnode_score)
+    for l in range(top, model.depth):  # above the attributed node: nothing flows
+        nodes.append(torch.zeros(model.width_in[l + 1], dtype=model.dtype, device=model.device))
+        edges.append(torch.zeros_like(values[l][0]))
+        subnodes.append(torch.zeros(values[l].shape[1], dtype=model.dtype, device=model.device))
     return Attribution(nodes, edges, subnodes)
 
 

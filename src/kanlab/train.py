@@ -173,17 +173,18 @@ def _train_and_test(dataset, model: KAN, test):
 
 
 def _prepare_data(dataset, model: KAN, test, batch: int, generator: torch.Generator):
-    """Batches, the test pair (or None) and a tensor of training inputs to remember."""
+    """Batches, the test pair (or None), and a checked pair of training inputs (to remember)
+    and labels (to see what kind they are)."""
     if isinstance(dataset, torch.utils.data.DataLoader):
         batches = _loader_batches(dataset, model)
         first = next(batches)  # remembered as the model's sample, then trained on first
         test_pair = _check_pair(test[0], test[1], "test", model) if test is not None else None
-        return itertools.chain([first], batches), test_pair, first[0]
+        return itertools.chain([first], batches), test_pair, first
     train, test = _train_and_test(dataset, model, test)
     test_pair = _check_pair(test[0], test[1], "test", model) if test is not None else None
     if not (batch == -1 or (isinstance(batch, int) and batch >= 1)):
         raise ValueError(f"batch must be -1 (whole set) or a positive int, got {batch!r}")
-    return _batches(*train, batch, generator), test_pair, train[0]
+    return _batches(*train, batch, generator), test_pair, train
 
 
 def _mse(pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -279,14 +280,14 @@ def fit(
     shard = _Shard.create(distributed, dataset)
     if shard is not None:
         dataset, test, batch = shard.local_data(dataset, model, test, batch)
-    batches, test_pair, train_x = _prepare_data(dataset, model, test, batch, generator)
+    batches, test_pair, (train_x, train_y) = _prepare_data(dataset, model, test, batch, generator)
     model.remember_inputs(shard.gather(train_x) if shard else train_x, generator)
     net = shard.wrap(model) if shard else model
     # the squared error with the L1 and entropy terms, single process: fused.SquaredErrorObjective
     # takes a step's evaluations whenever the model runs on the compiled kernel as one network
     direct = loss_fn is None and shard is None and not (lamb and (lamb_coef or lamb_coefdiff))
     with_norms = bool(lamb and (lamb_l1 or lamb_entropy))
-    classes = _class_labels(dataset, train_x, model, loss_fn)
+    classes = _class_labels(train_y, loss_fn)
     if loss_fn is None and classes == "indices":
         loss_fn, direct = torch.nn.CrossEntropyLoss(), False
     own_loss = loss_fn is not None  # history reports loss_fn's own value; else the RMSE, as pykan
@@ -474,14 +475,11 @@ def fit(
     return history
 
 
-def _class_labels(dataset, train_x, model, loss_fn) -> str | None:
-    """``"indices"`` for integer class labels of a network with several outputs, ``"binary"``
-    for 0/1 float labels under ``BCEWithLogitsLoss``, else None (the labels are numbers)."""
-    if isinstance(dataset, torch.utils.data.DataLoader):
-        return None
-    label = dataset["train_label"] if isinstance(dataset, Mapping) else dataset[1]
-    if _is_integer(label) or (isinstance(label, (list, tuple)) and _is_integer(np.asarray(label))):
-        return "indices" if model.width_in[-1] > 1 else None
+def _class_labels(labels: torch.Tensor, loss_fn) -> str | None:
+    """``"indices"`` for (checked) integer class labels, ``"binary"`` for 0/1 float labels
+    under ``BCEWithLogitsLoss``, else None (the labels are numbers)."""
+    if labels.dtype == torch.long:
+        return "indices"
     if isinstance(loss_fn, torch.nn.BCEWithLogitsLoss):
         return "binary"
     return None
