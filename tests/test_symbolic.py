@@ -143,3 +143,30 @@ def test_symbolic_models_save_load_pickle_and_custom_library(tmp_path):
         KAN.load(path)
     torch.testing.assert_close(KAN.load(path, library=library)(x), model(x))
     assert isinstance(Library(), Library)
+
+
+def test_no_candidate_is_nan_on_the_data_range():
+    """A spline that is 0 for x < 0 and sqrt(x) above is fit exactly by the guarded sqrt(x), but
+    the formula sqrt(x) is NaN on half the data: it must not be chosen."""
+    import numpy as np
+    import sympy
+
+    from kanlab import KAN
+    from kanlab.functions import default_library
+    from kanlab.symbolic import OUTSIDE_DOMAIN, _inside_domain
+
+    x = torch.linspace(-1, 1, 401, dtype=torch.float64).unsqueeze(1)
+    y = torch.sqrt(x.clamp(min=0))
+    model = KAN([1, 1], grid=20, seed=0, dtype=torch.float64)
+    model.fit((x, y), steps=30)
+    suggestions = model.suggest_symbolic(0, 0, 0, lib=["sqrt", "x", "x^2"], topk=3)
+    assert suggestions[-1].name == "sqrt" and suggestions[-1].reason == OUTSIDE_DOMAIN and suggestions[-1].r2 > 0.99
+    model.auto_symbolic(lib=["sqrt", "x", "x^2"])
+    (formula,) = model.symbolic_formula()
+    values = sympy.lambdify(sympy.Symbol("x_1"), formula, "numpy")(x[:, 0].numpy())
+    assert np.isfinite(values).all()
+    library = default_library()
+    assert _inside_domain(library["log"], 1.0, 1.5, -1.0, 1.0) and not _inside_domain(library["log"], 1.0, 0.5, -1.0, 1.0)
+    assert not _inside_domain(library["1/x"], 1.0, 0.0, -1.0, 1.0) and _inside_domain(library["1/x"], 1.0, 2.0, -1.0, 1.0)
+    assert not _inside_domain(library["arctanh"], 1.0, 0.0, -1.0, 1.0)
+    assert not _inside_domain(library["tan"], 2.0, 0.0, -1.0, 1.0) and _inside_domain(library["tan"], 1.0, 0.0, -1.0, 1.0)

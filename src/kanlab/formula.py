@@ -9,9 +9,11 @@ still splines are either an error or, with ``allow_splines=True``, opaque functi
 
 from __future__ import annotations
 
+import math
+
 from typing import Sequence
 
-__all__ = ["symbolic_formula", "round_formula", "tidy_formula", "default_variables"]
+__all__ = ["symbolic_formula", "round_formula", "tidy_formula", "exact_constants", "default_variables"]
 
 
 def default_variables(n: int):
@@ -66,13 +68,15 @@ def symbolic_formula(
     simplify: bool = False,
     *,
     allow_splines: bool = False,
+    exact: bool = True,
 ) -> list:
     """One sympy expression per model output, composed through every layer.
 
     ``var_names`` names the inputs (strings or sympy symbols; default ``x_1 ... x_n``).
-    ``round_digits`` rounds every number (see ``round_formula``); ``simplify`` runs
-    ``sympy.simplify``. Raises ``ValueError`` naming the edges that are still splines,
-    unless ``allow_splines``.
+    With ``exact`` (the default), numbers that equal a small fraction or a small fraction of
+    pi to working precision become exact (``exact_constants``). ``round_digits`` rounds every
+    other number (see ``round_formula``); ``simplify`` runs ``sympy.simplify``. Raises
+    ``ValueError`` naming the edges that are still splines, unless ``allow_splines``.
     """
     import sympy
 
@@ -101,6 +105,8 @@ def symbolic_formula(
             "fix_symbolic / auto_symbolic, or pass allow_splines=True to see them as phi_l_i_j"
         )
     formulas = [tidy_formula(expr) for expr in nodes]
+    if exact:
+        formulas = [exact_constants(expr) for expr in formulas]
     if round_digits is not None:
         formulas = [round_formula(expr, round_digits) for expr in formulas]
     if simplify:
@@ -136,6 +142,32 @@ def tidy_formula(expr):
         return sympy.exp(constant) * sympy.exp(rest)
 
     return expr.replace(lambda e: isinstance(e, sympy.exp), split)
+
+
+def exact_constants(expr, tolerance: float = 1e-9, max_denominator: int = 16):
+    """Replace each number that equals ``p/q`` or ``p/q * pi`` (``q <= max_denominator``) to a
+    relative ``tolerance`` (float64 training gets constants right to about 1e-12; float32 to
+    about 1e-6, which this leaves alone) by that exact value: ``3.14159265359 -> pi``,
+    ``0.4999999999 -> 1/2``. Every other number is kept as it is."""
+    import sympy
+    from fractions import Fraction
+
+    def exact(number):
+        value = float(number)
+        if value == 0.0:
+            return sympy.Integer(0)
+        if not math.isfinite(value):
+            return number
+        for factor, unit in ((1.0, sympy.Integer(1)), (math.pi, sympy.pi)):
+            ratio = value / factor
+            if abs(ratio) > 1e6:
+                continue
+            fraction = Fraction(ratio).limit_denominator(max_denominator)
+            if fraction != 0 and abs(float(fraction) - ratio) <= tolerance * abs(ratio):
+                return sympy.Rational(fraction.numerator, fraction.denominator) * unit
+        return number
+
+    return expr.xreplace({number: exact(number) for number in expr.atoms(sympy.Float)})
 
 
 def round_formula(expr, digits: int):

@@ -88,21 +88,65 @@ def _layer_samples(model, l: int, x: torch.Tensor | None) -> tuple[torch.Tensor,
         return inputs, model.layers[l].edge_activations(inputs)
 
 
-def _fit_edges(model, l, edges, library: Library, x, fit_options) -> AffineFit:
+def _fit_edges(model, l, edges, library: Library, x, fit_options) -> tuple[AffineFit, torch.Tensor]:
+    """The affine fits of every library function to each edge, and each edge's input range
+    ``(n_edges, 2)`` (lowest, highest sample)."""
     inputs, values = _layer_samples(model, l, x)
     cols = torch.tensor([i for i, _ in edges], device=inputs.device)
     rows = torch.tensor([j for _, j in edges], device=inputs.device)
     edge_x = inputs[:, cols].T
     edge_y = values[:, rows, cols].T
-    return fit_affine(edge_x, edge_y, library, **fit_options)
+    span = torch.stack([edge_x.min(1).values, edge_x.max(1).values], 1).double().cpu()
+    return fit_affine(edge_x, edge_y, library, **fit_options), span
 
 
-def _suggestions(fit: AffineFit, library: Library, edge: int, weight_simple: float) -> list[Suggestion]:
+def _inside_domain(function: SymbolicFunction, a: float, b: float, low: float, high: float) -> bool:
+    """Whether ``f(a x + b)`` is finite for every ``x`` in ``[low, high]``, the edge's range on
+    the data. The affine argument runs between its values at the two ends; the fitted model
+    itself never sees NaN (its torch forms are guarded), but the formula would."""
+    ends = sorted((a * low + b, a * high + b))
+    if not all(math.isfinite(z) for z in ends):
+        return False
+    domain = getattr(function, "domain", "real")
+    if domain == "positive":
+        return ends[0] > 0
+    if domain == "nonnegative":
+        return ends[0] >= -1e-12 * max(1.0, abs(b))
+    if domain == "nonzero":
+        return ends[0] > 0 or ends[1] < 0
+    if domain == "open_unit":
+        return -1 < ends[0] and ends[1] < 1
+    if domain == "exp":
+        return ends[1] < 700
+    if domain == "tan":  # no pole pi/2 + k pi between the ends
+        return math.floor(ends[0] / math.pi - 0.5) == math.floor(ends[1] / math.pi - 0.5)
+    if domain == "real":
+        return True
+    import numpy as np  # another domain: look at the exact form across the range
+
+    with np.errstate(all="ignore"):
+        return bool(np.isfinite(function.numpy(np.linspace(ends[0], ends[1], 257))).all())
+
+
+OUTSIDE_DOMAIN = "not finite on the data's range"
+
+
+def _suggestions(fit: AffineFit, library: Library, edge: int, weight_simple: float,
+                 span: torch.Tensor | None = None) -> list[Suggestion]:
+    """Candidates best first; those whose formula is NaN or infinite somewhere on the edge's
+    data range (``span``: lowest, highest input) go last, with that reason."""
     complexity = torch.tensor([f.complexity for f in library], dtype=torch.float64)
     scores = symbolic_score(fit.r2[edge], complexity, weight_simple)
-    order = sorted(range(len(library)), key=lambda n: (float(scores[n]), -float(fit.r2[edge, n])))
+    inside = [True] * len(library)
+    if span is not None:
+        low, high = float(span[edge, 0]), float(span[edge, 1])
+        for n, function in enumerate(library):
+            a, b, _, _ = fit.params(edge, n)
+            inside[n] = _inside_domain(function, a, b, low, high)
+    order = sorted(range(len(library)), key=lambda n: (not inside[n], float(scores[n]), -float(fit.r2[edge, n])))
     return [
-        Suggestion(fit.names[n], float(fit.r2[edge, n]), float(complexity[n]), float(scores[n]), fit.params(edge, n), fit.reason[edge])
+        Suggestion(fit.names[n], float(fit.r2[edge, n]), float(complexity[n]), float(scores[n]), fit.params(edge, n),
+                   fit.reason[edge] if inside[n] else OUTSIDE_DOMAIN)
         for n in order
     ]
 
@@ -123,8 +167,8 @@ def suggest_symbolic(
     _check_edge(model, l, i, j)
     _check_weight(weight_simple)
     library = resolve_library(lib)
-    fit = _fit_edges(model, l, [(i, j)], library, x, fit_options)
-    return _suggestions(fit, library, 0, weight_simple)[:topk]
+    fit, span = _fit_edges(model, l, [(i, j)], library, x, fit_options)
+    return _suggestions(fit, library, 0, weight_simple, span)[:topk]
 
 
 def fix_symbolic(
@@ -150,7 +194,7 @@ def fix_symbolic(
     if params is not None and fit_params:
         raise ValueError("pass either params=(a, b, c, d) or fit_params=True, not both")
     if fit_params:
-        fit = _fit_edges(model, l, [(i, j)], Library([function]), x, fit_options)
+        fit, _ = _fit_edges(model, l, [(i, j)], Library([function]), x, fit_options)
         chosen = _suggestions(fit, Library([function]), 0, 0.8)[0]
     else:
         values = tuple(float(v) for v in (params if params is not None else (1.0, 0.0, 1.0, 0.0)))
@@ -227,7 +271,9 @@ def auto_symbolic(
 ) -> dict[tuple[int, int, int], Suggestion]:
     """Fix the best library function on every active spline edge, in place.
 
-    Edges whose best candidate has R^2 below ``r2_threshold`` stay splines. Returns
+    A candidate whose formula would be NaN or infinite somewhere on the edge's data range (a
+    log or square root of an argument that turns negative there, a pole inside it) is never
+    chosen. Edges whose best candidate has R^2 below ``r2_threshold`` stay splines. Returns
     ``{(l, i, j): Suggestion}`` for every edge considered (fixed or not: compare
     ``r2`` with the threshold). Already symbolic and pruned (masked) edges are skipped.
     """
@@ -240,11 +286,13 @@ def auto_symbolic(
         edges = [(int(i), int(j)) for j, i in active.nonzero().tolist()]
         if not edges:
             continue
-        fit = _fit_edges(model, l, edges, library, x, fit_options)
+        fit, span = _fit_edges(model, l, edges, library, x, fit_options)
         for position, (i, j) in enumerate(edges):
-            best = _suggestions(fit, library, position, weight_simple)[0]
+            best = _suggestions(fit, library, position, weight_simple, span)[0]
             report[(l, i, j)] = best
-            if best.r2 >= r2_threshold:
+            if best.reason == OUTSIDE_DOMAIN:
+                logger.info("keeping (%d,%d,%d) a spline: every candidate is NaN or infinite on its data", l, i, j)
+            elif best.r2 >= r2_threshold:
                 layer.set_symbolic(j, i, library[best.name], best.params)
                 logger.info("fixing (%d,%d,%d) with %s, r2=%.6g", l, i, j, best.name, best.r2)
             else:
