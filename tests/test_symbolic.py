@@ -1,5 +1,6 @@
 """Symbolic edges in a layer, snapping (suggest / fix / unfix / auto), formulas and export."""
 
+import math
 import pickle
 
 import numpy as np
@@ -7,6 +8,8 @@ import pytest
 import sympy
 import torch
 
+import kanlab
+import kanlab.symbolic
 from kanlab import KAN, KANLinear, Library, default_library
 from kanlab.export import to_latex, to_numpy, to_torch
 from kanlab.formula import round_formula
@@ -170,3 +173,30 @@ def test_no_candidate_is_nan_on_the_data_range():
     assert not _inside_domain(library["1/x"], 1.0, 0.0, -1.0, 1.0) and _inside_domain(library["1/x"], 1.0, 2.0, -1.0, 1.0)
     assert not _inside_domain(library["arctanh"], 1.0, 0.0, -1.0, 1.0)
     assert not _inside_domain(library["tan"], 2.0, 0.0, -1.0, 1.0) and _inside_domain(library["tan"], 1.0, 0.0, -1.0, 1.0)
+
+
+def test_a_taylor_lookalike_loses_to_the_polynomial_it_mimics():
+    """c*sin(a*x + pi/2) + d with a tiny a is x^2 to 1e-10 on [-1, 1]: the polynomial wins the tie,
+    while a real sine (a argument spanning radians) keeps its place."""
+    from kanlab.functions import AffineFit, default_library
+    from kanlab.symbolic import _suggestions, _taylor_lookalike
+
+    library = default_library()
+    lib = kanlab.symbolic.resolve_library(["x^2", "sin"])
+    as_tensor = lambda *values: torch.tensor([values], dtype=torch.float64)  # noqa: E731
+    fit = AffineFit(names=["x^2", "sin"], a=as_tensor(1.0, 0.01), b=as_tensor(0.0, math.pi / 2),
+                    c=as_tensor(1.0, -2e4), d=as_tensor(0.0, 2e4), r2=as_tensor(1 - 1e-9, 1 - 1e-10), reason=[""])
+    span = torch.tensor([[-1.0, 1.0]], dtype=torch.float64)
+    assert _suggestions(fit, lib, 0, 0.8, span)[0].name == "x^2"
+    assert _taylor_lookalike(library["sin"], 0.01, math.pi / 2, -1, 1)
+    assert not _taylor_lookalike(library["sin"], 3.0, 0.0, -1, 1) and not _taylor_lookalike(library["x^2"], 0.01, 0, -1, 1)
+
+
+def test_candidates_are_judged_on_samples_they_were_not_fit_to():
+    from kanlab import KAN
+
+    x = torch.linspace(-1, 1, 300, dtype=torch.float64).unsqueeze(1)
+    model = KAN([1, 1], grid=10, seed=0, dtype=torch.float64)
+    model.fit((x, torch.sin(3 * x)), steps=20)
+    best = model.suggest_symbolic(0, 0, 0, lib=["sin", "x", "x^3"], topk=3)[0]
+    assert best.name == "sin" and 0.999 < best.r2 <= 1.0

@@ -10,6 +10,7 @@ export in ``kanlab.export``. Heavy optional dependencies are imported only where
 from . import native, optim, splines, structure
 from .compile import expand_depth, expand_width, from_formula
 from .datasets import create_dataset, paper_function
+from .discover import Discovery, discover
 from .io import ModelFileError, load, save
 from .layer import KANLayer, KANLinear
 from .formula import symbolic_formula
@@ -26,6 +27,8 @@ __all__ = [
     "KANLinear",
     "KANLayer",
     "create_dataset",
+    "discover",
+    "Discovery",
     "paper_function",
     "fit",
     "regularization",

@@ -90,14 +90,42 @@ def _layer_samples(model, l: int, x: torch.Tensor | None) -> tuple[torch.Tensor,
 
 def _fit_edges(model, l, edges, library: Library, x, fit_options) -> tuple[AffineFit, torch.Tensor]:
     """The affine fits of every library function to each edge, and each edge's input range
-    ``(n_edges, 2)`` (lowest, highest sample)."""
+    ``(n_edges, 2)`` (lowest, highest sample). Each edge's samples, sorted by input, are dealt
+    alternately into a fitting half and a held-out half; ``r2`` is the held-out R^2 (the lower
+    of the two where fewer than 8 samples are held out), so a candidate that only fits the
+    samples it was fit to does not win."""
     inputs, values = _layer_samples(model, l, x)
     cols = torch.tensor([i for i, _ in edges], device=inputs.device)
     rows = torch.tensor([j for _, j in edges], device=inputs.device)
-    edge_x = inputs[:, cols].T
-    edge_y = values[:, rows, cols].T
-    span = torch.stack([edge_x.min(1).values, edge_x.max(1).values], 1).double().cpu()
-    return fit_affine(edge_x, edge_y, library, **fit_options), span
+    edge_x = inputs[:, cols].T.double()
+    edge_y = values[:, rows, cols].T.double()
+    span = torch.stack([edge_x.min(1).values, edge_x.max(1).values], 1).cpu()
+    if edge_x.shape[1] < 8:
+        return fit_affine(edge_x, edge_y, library, **fit_options), span
+    order = edge_x.argsort(1)
+    fit_rows, held_rows = order[:, 0::2], order[:, 1::2]
+    fit = fit_affine(edge_x.gather(1, fit_rows), edge_y.gather(1, fit_rows), library, **fit_options)
+    held_x, held_y = edge_x.gather(1, held_rows), edge_y.gather(1, held_rows)
+    held = _held_out_r2(fit, library, held_x, held_y)
+    fit.r2 = torch.minimum(fit.r2, held) if held_x.shape[1] < 8 else held
+    return fit, span
+
+
+def _held_out_r2(fit: AffineFit, library: Library, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``(edges, functions)`` R^2 of each fitted ``c * f(a * x + b) + d`` on samples it was not
+    fit to; an edge constant on them scores 1 where the candidate is constant there too."""
+    centred = y - y.mean(1, keepdim=True)
+    total = (centred**2).sum(1)
+    r2 = torch.empty_like(fit.r2)
+    for n, function in enumerate(library):
+        a, b, c, d = (t[:, n : n + 1].to(x) for t in (fit.a, fit.b, fit.c, fit.d))
+        with torch.no_grad():
+            prediction = c * function.torch(a * x + b) + d
+        residual = ((prediction - y) ** 2).sum(1)
+        value = 1 - residual / total.clamp_min(1e-300)
+        value = torch.where(total > 0, value, (residual <= 1e-24 * (1 + (y**2).sum(1))).to(value))
+        r2[:, n] = torch.nan_to_num(value, nan=0.0, neginf=0.0).clamp(0.0, 1.0).to(r2)
+    return r2
 
 
 def _inside_domain(function: SymbolicFunction, a: float, b: float, low: float, high: float) -> bool:
@@ -131,21 +159,44 @@ def _inside_domain(function: SymbolicFunction, a: float, b: float, low: float, h
 OUTSIDE_DOMAIN = "not finite on the data's range"
 
 
+#: Functions that are polynomials already (their Taylor look-alikes are what the rule targets).
+POLYNOMIALS = frozenset({"x", "x^2", "x^3", "x^4", "x^5", "0"})
+#: Complexity added to a look-alike: it must fit 2^(penalty * w / (1 - w)) times better than
+#: the polynomial it mimics (256x at the default weight_simple = 0.8) to win.
+LOOKALIKE_PENALTY = 2.0
+
+
+def _taylor_lookalike(function: SymbolicFunction, a: float, b: float, low: float, high: float) -> bool:
+    """Whether ``f(a x + b)`` is, on ``[low, high]``, a short piece of a smooth function: its
+    argument spans less than 5% of its own scale, where any smooth ``f`` is a low-degree
+    polynomial to within the fit's precision (``c sin(a x + pi/2) + d`` with a tiny ``a``
+    for ``x^2``, ``exp(a x)`` for ``1 + a x``)."""
+    if function.name in POLYNOMIALS or getattr(function, "step", False):
+        return False
+    z0, z1 = a * low + b, a * high + b
+    return abs(z1 - z0) < 0.05 * max(1.0, abs(z0 + z1) / 2)
+
+
 def _suggestions(fit: AffineFit, library: Library, edge: int, weight_simple: float,
                  span: torch.Tensor | None = None) -> list[Suggestion]:
-    """Candidates best first; those whose formula is NaN or infinite somewhere on the edge's
-    data range (``span``: lowest, highest input) go last, with that reason."""
-    complexity = torch.tensor([f.complexity for f in library], dtype=torch.float64)
-    scores = symbolic_score(fit.r2[edge], complexity, weight_simple)
-    inside = [True] * len(library)
+    """Candidates best first. A Taylor look-alike of a polynomial (``_taylor_lookalike``) has
+    its complexity raised by ``LOOKALIKE_PENALTY``, so the polynomial it mimics wins a tie;
+    candidates whose formula is NaN or infinite somewhere on the edge's data range (``span``:
+    lowest, highest input) go last, with that reason."""
+    functions = list(library)
+    complexity = torch.tensor([f.complexity for f in functions], dtype=torch.float64)
+    inside = [True] * len(functions)
     if span is not None:
         low, high = float(span[edge, 0]), float(span[edge, 1])
         for n, function in enumerate(library):
             a, b, _, _ = fit.params(edge, n)
             inside[n] = _inside_domain(function, a, b, low, high)
+            if _taylor_lookalike(function, a, b, low, high):
+                complexity[n] += LOOKALIKE_PENALTY
+    scores = symbolic_score(fit.r2[edge], complexity, weight_simple)
     order = sorted(range(len(library)), key=lambda n: (not inside[n], float(scores[n]), -float(fit.r2[edge, n])))
     return [
-        Suggestion(fit.names[n], float(fit.r2[edge, n]), float(complexity[n]), float(scores[n]), fit.params(edge, n),
+        Suggestion(fit.names[n], float(fit.r2[edge, n]), float(functions[n].complexity), float(scores[n]), fit.params(edge, n),
                    fit.reason[edge] if inside[n] else OUTSIDE_DOMAIN)
         for n in order
     ]
