@@ -137,13 +137,16 @@ class _KANEstimator(BaseEstimator):
             if stage:
                 model = model.refine(grid, X)
             steps = epochs * per_epoch
-            stop_grid_update = min(50, steps // 2) if self.opt == "Adam" else 50
+            # with Adam the grid follows the data through the first epochs (at most 10, and 50
+            # steps) in 5 updates: each refits every edge, a third of a small table's fit time
+            stop_grid_update = min(50, steps // 2, 10 * per_epoch) if self.opt == "Adam" else 50
             if stopper is not None:
                 stopper.warmup = stop_grid_update if self.update_grid else 0
             history = fit_model(
                 model, (X, Y), opt=self.opt, steps=steps, lr=self.lr, batch=-1 if batch == X.shape[0] else batch,
                 lamb=self.lamb, update_grid=self.update_grid, loss_fn=loss_fn, log=per_epoch, seed=seed,
-                stop_grid_update_step=stop_grid_update, progress=False, callbacks=[stopper] if stopper else (),
+                stop_grid_update_step=stop_grid_update, grid_update_num=5 if self.opt == "Adam" else 10,
+                progress=False, callbacks=[stopper] if stopper else (),
             )
             curve.extend(history["objective"])
             if stopper is not None:
