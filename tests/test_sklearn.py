@@ -31,7 +31,7 @@ def test_defaults_are_general_choices():
     assert (model.hidden_width, model.opt, model.batch_size, model.early_stopping) == ("auto", "Adam", "auto", True)
     from kanlab.sklearn import _hidden
 
-    assert _hidden("auto", 4, 3) == [9] and _hidden("auto", 64, 10) == [32] and _hidden("auto", 1, 7) == [7]
+    assert _hidden("auto", 4, 3) == [9] and _hidden("auto", 64, 10) == [32] and _hidden("auto", 1, 7) == [7] and _hidden("auto", 64, 40) == [40]
 
 
 def test_classifier_defaults_on_digits_match_the_mlp():

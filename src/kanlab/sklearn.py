@@ -44,9 +44,9 @@ def _grids(grid) -> list[int]:
 
 def _hidden(hidden_width, n_features: int, n_outputs: int) -> list[int]:
     """Hidden widths; ``"auto"``: one layer of ``2 * n_features + 1`` nodes (the width of the
-    Kolmogorov-Arnold representation), at least ``n_outputs`` and at most 32."""
+    Kolmogorov-Arnold representation), at most 32, and at least ``n_outputs``."""
     if isinstance(hidden_width, str) and hidden_width == "auto":
-        return [min(_MAX_AUTO_WIDTH, max(2 * n_features + 1, n_outputs))]
+        return [max(n_outputs, min(_MAX_AUTO_WIDTH, 2 * n_features + 1))]
     widths = [hidden_width] if isinstance(hidden_width, (int, np.integer)) else list(hidden_width)
     if any(not isinstance(w, (int, np.integer)) or isinstance(w, bool) or w < 1 for w in widths):
         raise ValueError(f"hidden_width must be 'auto', a positive int or a sequence of them, got {hidden_width!r}")
