@@ -235,18 +235,18 @@ def usable(x: torch.Tensor, k: int) -> bool:
             _switch["told_device"] = True
             logger.info("kanlab's compiled kernel runs on CPU tensors; %s tensors take the torch path", x.device.type)
         return False
-    if not _switch["loaded"]:
-        if _switch["tried"]:
-            return False
-        _autoload()
-        if not _switch["loaded"]:
-            return False
     if x.dtype not in _KERNEL_DTYPES or k > 16:
         return False
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or transforming():
         return False
     is_exporting = getattr(torch.compiler, "is_exporting", None)
-    return not (is_exporting is not None and is_exporting())
+    if is_exporting is not None and is_exporting():
+        return False
+    if not _switch["loaded"]:  # loaded in eager mode only, never while tracing
+        if _switch["tried"]:
+            return False
+        _autoload()
+    return _switch["loaded"]
 
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
