@@ -100,6 +100,15 @@ def _split(n_rows: int, seed: int, val_fraction: float):
     return order[n_val:], order[:n_val]
 
 
+def _scaled_rows(table, rows, x_scaling, y_scaling, dtype):
+    """The table's ``rows`` as ``(X, y)`` tensors in the model's scaled units."""
+    import torch
+
+    X = torch.as_tensor(x_scaling.forward(table.X[rows]), dtype=dtype)
+    y = torch.as_tensor(y_scaling.forward(table.y[rows, None]), dtype=dtype)
+    return X, y
+
+
 # ---------------------------------------------------------------------- fit
 def _fit(args: argparse.Namespace) -> int:
     import torch
@@ -138,12 +147,7 @@ def _fit(args: argparse.Namespace) -> int:
     y_scaling = AffineScaling.standard(table.y[train_rows, None])
     dtype = torch.float64
 
-    def tensors(rows):
-        X = torch.as_tensor(x_scaling.forward(table.X[rows]), dtype=dtype)
-        y = torch.as_tensor(y_scaling.forward(table.y[rows, None]), dtype=dtype)
-        return X, y
-
-    train, val = tensors(train_rows), tensors(val_rows)
+    train, val = (_scaled_rows(table, rows, x_scaling, y_scaling, dtype) for rows in (train_rows, val_rows))
     data = {"train_input": train[0], "train_label": train[1], "test_input": val[0], "test_label": val[1]}
     scale = float(y_scaling.scale[0])
     stages = []
@@ -332,9 +336,7 @@ def _formula_data(model, args: argparse.Namespace):
     x_scaling, y_scaling = _scalings(model)
 
     def tensors(rows):
-        X = torch.as_tensor(x_scaling.forward(table.X[rows]), dtype=model.dtype)
-        y = torch.as_tensor(y_scaling.forward(table.y[rows, None]), dtype=model.dtype)
-        return X, y
+        return _scaled_rows(table, rows, x_scaling, y_scaling, model.dtype)
 
     if args.data is None and split:
         train_rows, val_rows = _split(table.X.shape[0], split["seed"], split["val_fraction"])

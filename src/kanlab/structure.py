@@ -100,9 +100,14 @@ def feature_interaction(model, x: torch.Tensor | None = None, mode: str = "add")
     values, grad, hessian = _derivatives(f, x)
     if mode == "mul":
         hessian = _log_hessian(values, grad, hessian)
+    return _normalised_interaction(x, hessian)
+
+
+def _normalised_interaction(x: torch.Tensor, hessian: torch.Tensor) -> torch.Tensor:
+    """Mean ``|d^2 f / (dz_i dz_j)|`` with each input in units of its spread over the samples
+    (units-free), divided by the largest entry."""
     spread = x.std(0).clamp_min(_EPS)
-    scaled = hessian * spread[None, :, None] * spread[None, None, :]  # units-free: d^2 f / (dz_i dz_j)
-    matrix = scaled.abs().mean(0)
+    matrix = (hessian * spread[None, :, None] * spread[None, None, :]).abs().mean(0)
     return matrix / matrix.max().clamp_min(_EPS)
 
 
@@ -214,13 +219,10 @@ def tree(model, x: torch.Tensor | None = None, threshold: float = 1e-2, symmetry
     for its largest subgroup that ``f`` depends on only through one combination
     (``test_symmetry``), which becomes an inner node. Inputs ``f`` does not depend on are left out."""
     f, x = _function_and_samples(model, x)
-    values, grad, hessian = _derivatives(f, x)
-    spread = x.std(0).clamp_min(_EPS)
-    scale = spread[None, :, None] * spread[None, None, :]
-    matrix = (hessian * scale).abs().mean(0)
-    interactions = {"add": matrix / matrix.max().clamp_min(_EPS)}
+    _, grad, hessian = _derivatives(f, x)
+    interaction = _normalised_interaction(x, hessian)
     active = [j for j in range(x.shape[1]) if float(grad[:, j].abs().mean()) > 1e-8 * float(grad.abs().mean())]
-    return _build(f, x, active, interactions, threshold, symmetry_threshold)
+    return _build(f, x, active, interaction, threshold, symmetry_threshold)
 
 
 def _product_components(f, x: torch.Tensor, variables: list[int], threshold: float, n_anchor: int = 24,
@@ -256,21 +258,21 @@ def _product_components(f, x: torch.Tensor, variables: list[int], threshold: flo
     return _components(joined, variables, threshold)
 
 
-def _build(f, x, variables, interactions, threshold, symmetry_threshold) -> Tree:
+def _build(f, x, variables, interaction, threshold, symmetry_threshold) -> Tree:
     if len(variables) <= 1:
         return Tree("leaf", list(variables))
-    groups = _components(interactions["add"], variables, threshold)
+    groups = _components(interaction, variables, threshold)
     kind = "+"
     if len(groups) == 1:
         groups, kind = _product_components(f, x, list(variables), threshold), "*"
     if len(groups) > 1:
-        return Tree(kind, list(variables), [_build(f, x, g, interactions, threshold, symmetry_threshold) for g in groups])
+        return Tree(kind, list(variables), [_build(f, x, g, interaction, threshold, symmetry_threshold) for g in groups])
     # no split: the largest proper subgroup f sees through one combination, if any
     for size in range(len(variables) - 1, 1, -1):
         for group in itertools.combinations(variables, size):
             if _symmetry_score(f, x, group) <= symmetry_threshold:
                 rest = [v for v in variables if v not in group]
-                inner = _build(f, x, list(group), interactions, threshold, symmetry_threshold)
+                inner = _build(f, x, list(group), interaction, threshold, symmetry_threshold)
                 return Tree("f", list(variables), [inner, *(Tree("leaf", [v]) for v in rest)])
     return Tree("leaf", list(variables))
 
