@@ -401,6 +401,28 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- discover
+def _discover(args: argparse.Namespace) -> int:
+    from .discover import discover
+    from .io import write_atomically
+    from .tabular import read_table
+
+    report_path = Path(args.report)
+    _check_free([report_path], args.force)
+    features = [c.strip() for c in args.features.split(",")] if args.features else None
+    table = read_table(args.data, target=args.target, features=features, dropna=args.dropna, min_rows=20)
+    result = discover(table.X, table.y, table.features, budget=args.budget, seed=args.seed, progress=args.progress)
+    print(result.table())
+    print()
+    kind = "exact" if result.exact else "best by accuracy and simplicity"
+    print(f"{args.target} = {result.formula}    ({kind}; {result.tried} formulas tried in {result.seconds:.1f} s)")
+    report = {"data": str(Path(args.data).resolve()), "target": args.target, "budget": args.budget,
+              "seed": args.seed, **result.to_dict()}
+    write_atomically(report_path, lambda stream: stream.write(json.dumps(report, indent=2).encode()))
+    _say(f"report: {report_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kanlab", description="Kolmogorov-Arnold Networks")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -444,6 +466,18 @@ def build_parser() -> argparse.ArgumentParser:
     formula.add_argument("--latex", action="store_true", help="print LaTeX")
     formula.add_argument("--digits", type=int, default=4, help="round numbers to this many digits (-1: exact)")
     formula.set_defaults(handler=_formula_command)
+
+    find = commands.add_parser("discover", help="find a formula for a CSV column: print the Pareto front, write a "
+                                                "JSON report")
+    find.add_argument("data", help="CSV file with a header row")
+    find.add_argument("--target", required=True, help="the column the formula gives")
+    find.add_argument("--features", help="comma-separated input columns (default: all others)")
+    find.add_argument("--budget", type=float, default=60.0, help="seconds of wall clock (default 60)")
+    find.add_argument("--seed", type=int, default=0)
+    find.add_argument("--dropna", action="store_true", help="drop rows with empty or NaN cells instead of failing")
+    find.add_argument("--report", default="discovery.json", help="JSON report to write (default discovery.json)")
+    find.add_argument("--force", action="store_true", help="overwrite an existing report")
+    find.set_defaults(handler=_discover)
 
     draw = commands.add_parser("plot", help="draw a model")
     draw.add_argument("model")

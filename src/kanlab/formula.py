@@ -145,12 +145,29 @@ def tidy_formula(expr):
 
 
 def exact_constants(expr, tolerance: float = 1e-9, max_denominator: int = 16):
-    """Replace each number that equals ``p/q`` or ``p/q * pi`` (``q <= max_denominator``) to a
-    relative ``tolerance`` (float64 training gets constants right to about 1e-12; float32 to
-    about 1e-6, which this leaves alone) by that exact value: ``3.14159265359 -> pi``,
-    ``0.4999999999 -> 1/2``. Every other number is kept as it is."""
+    """Replace each number that equals ``p/q`` or ``p/q`` times ``pi``, ``1/pi``, ``pi**2`` or
+    ``1/pi**2``, or the square root
+    of ``p/q``, ``p/q*pi`` or ``p/(q*pi)`` with ``|p| <= 4 * max_denominator`` (``q <= max_denominator``) to a relative ``tolerance`` (float64 training
+    gets constants right to about 1e-12; float32 to about 1e-6, which this leaves alone) by that
+    exact value: ``3.14159265359 -> pi``, ``0.4999999999 -> 1/2``, ``0.3989422804 ->
+    sqrt(2)/(2*sqrt(pi))``. Every other number is kept as it is."""
     import sympy
     from fractions import Fraction
+
+    units = ((1.0, sympy.Integer(1)), (math.pi, sympy.pi), (1 / math.pi, 1 / sympy.pi), (math.pi**2, sympy.pi**2),
+             (math.pi**-2, sympy.pi**-2))
+
+    def rational(value, numerator=None):
+        for factor, unit in units if numerator is None else units[:3]:
+            ratio = value / factor
+            if abs(ratio) > 1e6:
+                continue
+            fraction = Fraction(ratio).limit_denominator(max_denominator)
+            if numerator is not None and abs(fraction.numerator) > numerator:
+                continue
+            if fraction != 0 and abs(float(fraction) - ratio) <= tolerance * abs(ratio):
+                return sympy.Rational(fraction.numerator, fraction.denominator) * unit
+        return None
 
     def exact(number):
         value = float(number)
@@ -158,14 +175,10 @@ def exact_constants(expr, tolerance: float = 1e-9, max_denominator: int = 16):
             return sympy.Integer(0)
         if not math.isfinite(value):
             return number
-        for factor, unit in ((1.0, sympy.Integer(1)), (math.pi, sympy.pi)):
-            ratio = value / factor
-            if abs(ratio) > 1e6:
-                continue
-            fraction = Fraction(ratio).limit_denominator(max_denominator)
-            if fraction != 0 and abs(float(fraction) - ratio) <= tolerance * abs(ratio):
-                return sympy.Rational(fraction.numerator, fraction.denominator) * unit
-        return number
+        found = rational(value)
+        if found is None and (square := rational(value * value, numerator=4 * max_denominator)) is not None:
+            found = sympy.sign(value) * sympy.sqrt(square)
+        return number if found is None else found
 
     return expr.xreplace({number: exact(number) for number in expr.atoms(sympy.Float)})
 

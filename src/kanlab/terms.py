@@ -89,6 +89,8 @@ def _unaries(x: np.ndarray, s) -> list[tuple]:
 def _monomials(X: np.ndarray, symbols, max_degree: int) -> list[tuple]:
     """(expr, values, cost, degree) of ``prod x_i**p_i``, ``|p|_1 <= max_degree``, ``p_i`` in
     -2..2, negative powers only for inputs of one sign."""
+    import sympy
+
     d = X.shape[1]
     allowed = []
     for i in range(d):
@@ -99,7 +101,7 @@ def _monomials(X: np.ndarray, symbols, max_degree: int) -> list[tuple]:
         degree = sum(abs(p) for p in powers)
         if degree > max_degree:
             continue
-        expr, values, cost = 1, np.ones(X.shape[0]), 0
+        expr, values, cost = sympy.Integer(1), np.ones(X.shape[0]), 0
         for i, p in enumerate(powers):
             if p:
                 expr = expr * symbols[i] ** p
@@ -160,7 +162,8 @@ def _unique(rows: list[tuple], tolerance: float = 1e-8) -> _Table:
     for expr, values, cost, tier in sorted(rows, key=lambda r: (r[3], r[2])):
         values = np.broadcast_to(np.asarray(values, dtype=np.float64), shape)
         norm = np.linalg.norm(values)
-        if _finite(values) and norm > 0:
+        constant = np.ptp(values) <= 1e-12 * np.abs(values).max(initial=0.0)
+        if _finite(values) and norm > 0 and (expr == 1 or not constant):
             ordered.append((expr, values / norm, values, cost, tier))
     limit = shape[0] // 2
     basis = np.zeros((shape[0], limit))
@@ -238,15 +241,31 @@ def _omp(A: np.ndarray, t: np.ndarray, max_support: int, start: list[int] | None
     return support
 
 
-def _beam(A: np.ndarray, t: np.ndarray, start: list[int], width: int = 16, branch: int = 12,
-          max_size: int = 8) -> list[list[int]]:
+def _gains(gram: np.ndarray, b: np.ndarray, support: list[int], coef: np.ndarray) -> np.ndarray:
+    """For every column k, the drop in squared residual from adding it to ``support``
+    (orthogonal least squares): ``(A_k . r)**2 / |A_k - P_S A_k|**2``, from the Gram matrix
+    ``A.T @ A`` and ``b = A.T @ t`` (``A.T @ r = b - G[:, S] @ coef``); 0 for the support and
+    for columns inside its span."""
+    if not support:
+        return b**2 / np.maximum(np.diag(gram), 1e-300)
+    cross = gram[:, support]
+    inside = np.linalg.solve(gram[np.ix_(support, support)] + 1e-13 * np.eye(len(support)), cross.T)
+    outside = np.diag(gram) - np.einsum("ks,sk->k", cross, inside)
+    gains = (b - cross @ coef) ** 2 / np.maximum(outside, 1e-300)
+    gains[outside <= 1e-10 * np.diag(gram)] = 0.0
+    gains[support] = 0.0
+    return gains
+
+
+def _beam(A: np.ndarray, t: np.ndarray, start: list[int], width: int = 10, branch: int = 8,
+          max_size: int = 8, gram: np.ndarray | None = None) -> list[list[int]]:
     """Beam search over supports: at each size, every support of the beam grows by each of the
     ``branch`` columns most correlated with its residual, and the ``width`` with the smallest
     residual stay. It finds short formulas whose terms the greedy path passes over (a term
     that looks like another on the data, ``cos(pi*a)`` for ``a``). It starts from ``start``
     (the constant term: a mean left in the target hides the terms that vary). Returns every
-    support kept. Works on the Gram matrix: ``A.T @ residual = b - G[:, S] @ coef``."""
-    gram = A.T @ A
+    support kept. Works on the Gram matrix (``_gains``)."""
+    gram = A.T @ A if gram is None else gram
     b = A.T @ t
     tt = float(t @ t)
 
@@ -264,8 +283,7 @@ def _beam(A: np.ndarray, t: np.ndarray, start: list[int], width: int = 16, branc
     for _ in range(max_size):
         grown: dict = {}
         for support, coef, _ in beam:
-            scores = np.abs(b - gram[:, list(support)] @ coef) if support else np.abs(b)
-            scores[list(support)] = -1
+            scores = _gains(gram, b, list(support), coef)
             for k in np.argsort(-scores)[:branch]:
                 key = tuple(sorted(support + (int(k),)))
                 if key not in grown and (fit := solved(key)) is not None:
@@ -341,23 +359,26 @@ def search(table: _Table, y: np.ndarray, train: np.ndarray, val: np.ndarray, *, 
     tried: list[tuple] = []
     tiers = [(tier, columns) for tier, columns in enumerate(table.tiers, start=1)
              if tier == 1 or columns != table.tiers[tier - 2]]
-    # plain sums first (the ratio columns t*q correlate with t itself and lead the greedy
-    # choice astray), over all tiers; then ratios over 1 + Q; then over a monomial + Q
-    stages = [(columns, t, None, False) for columns in [c for _, c in tiers] for t in targets]
-    stages += [(columns, t, None, True) for columns in [c for _, c in tiers] for t in targets]
+    # tier by tier: plain sums, then ratios over 1 + Q (apart: the ratio columns t*q correlate
+    # with t itself and lead the greedy choice astray); then ratios over a monomial + Q
+    stages = [(columns, t, None, ratio) for _, columns in tiers for ratio in (False, True) for t in targets]
     stages += [(columns, t, m, True) for columns in [c for k, c in tiers if k <= 4] for m in normalisers
                for t in targets[:4]]
+    cache: dict = {}
     for columns, transform, normaliser, ratio in stages:
         if time.perf_counter() > deadline or (tried and min(r[0] for r in tried) <= exact):
             break
         rational = [k for k in range(columns) if table.costs[k] <= 4 and table.exprs[k] != 1 and k != normaliser]
-        tried += _stage(table, columns, y, train, val, transform, normaliser, rational if ratio else [], max_support)
+        tried += _stage(table, columns, y, train, val, transform, normaliser, rational if ratio else [], max_support,
+                        cache)
     return [_written(table, entry) for entry in _front(tried)]
 
 
-def _stage(table: _Table, columns: int, y, train, val, transform, normaliser, rational, max_support) -> list[tuple]:
+def _stage(table: _Table, columns: int, y, train, val, transform, normaliser, rational, max_support,
+           cache: dict) -> list[tuple]:
     """Fit ``T(y)*m = P - T(y)*Q`` over the first ``columns`` terms (``P``) and the terms
-    ``rational`` (``Q``); every support on the greedy and the backward path, judged on ``val``."""
+    ``rational`` (``Q``); every support on the greedy, backward and beam paths, judged on
+    ``val``. ``cache`` keeps the Gram matrix of the unit ``P`` columns across stages."""
     name, t_all, inverse_sym, inverse_np, t_cost = transform
     if not _finite(t_all):
         return []
@@ -373,26 +394,35 @@ def _stage(table: _Table, columns: int, y, train, val, transform, normaliser, ra
     forward = _omp(A, target[train], max_support, start=constant)
     pool = _pool(A, target[train], forward, min(200, len(train) // 2))
     supports = [forward[:k] for k in range(1, len(forward) + 1)] + _backward(A, target[train], pool, max_support)
-    supports += _beam(A, target[train], constant)
+    if columns <= 2500:
+        if cache.get("columns") != columns:
+            cache.update(columns=columns, gram=A[:, :columns].T @ A[:, :columns])
+        cross = A[:, columns:].T @ A
+        gram = np.block([[cache["gram"], cross[:, :columns].T], [cross]]) if rational else cache["gram"]
+        supports += _beam(A, target[train], constant, gram=gram)
     supports += [[k for k in support if k not in constant] for support in supports if constant and len(support) > 1]
-    out, seen = [], set()
-    for support in supports:
-        key = tuple(sorted(support))
-        if key in seen:
-            continue
-        seen.add(key)
+    # the complexity of every support first, then least squares on the training rows only for
+    # those no simpler support beats there, then the validation rows for what is left
+    cost_of = lambda k: table.costs[k] if k < columns else table.costs[rational[k - columns]] + 1  # noqa: E731
+    extra = t_cost + (normaliser is not None)
+    ranked = []
+    for key in {tuple(sorted(support)) for support in supports if support}:
         coef, *_ = np.linalg.lstsq(A[:, list(key)], target[train], rcond=None)
+        residual = float(np.linalg.norm(A[:, list(key)] @ coef - target[train]))
+        ranked.append((int(sum(cost_of(k) for k in key) + len(key) + extra), residual, key, coef))
+    out, best = [], math.inf
+    for complexity, residual, key, coef in sorted(ranked, key=lambda r: (r[0], r[1])):
+        if residual >= best * (1 - 1e-9):
+            continue
+        best = residual
         coef = coef / norms[list(key)]
         with np.errstate(all="ignore"):
             p_val = sum(c * table.values[val, k] for c, k in zip(coef, key) if k < columns)
             q_val = sum(c * table.values[val, rational[k - columns]] for c, k in zip(coef, key) if k >= columns)
             predicted = inverse_np(p_val / (m_all[val] + q_val))
             error = float(np.sqrt(np.mean((predicted - y[val]) ** 2)))
-        if not math.isfinite(error):
-            continue
-        complexity = int(sum(table.costs[k] if k < columns else table.costs[rational[k - columns]] + 1 for k in key)
-                         + len(key) + t_cost + (normaliser is not None))
-        out.append((error, complexity, name, inverse_sym, normaliser, key, coef, rational, columns))
+        if math.isfinite(error):
+            out.append((error, complexity, name, inverse_sym, normaliser, key, coef, rational, columns))
     return out
 
 

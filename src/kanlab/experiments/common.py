@@ -238,3 +238,37 @@ class BestOnValidation:
         if self.state is not None:
             model.load_state_dict(self.state)
         self.best, self.state = math.inf, None
+
+
+def discovered(truth, symbols, target: Callable[[torch.Tensor], torch.Tensor], ranges, *, budget: float, seed: int,
+               n: int = 1000) -> tuple[str, str, float, str]:
+    """``kanlab.discover`` on ``n`` random points of ``target`` over ``ranges`` (the truth is
+    never shown to it); returns (formula, verdict, seconds, how it was found). The verdict is
+    "exact" when sympy proves the formula equal to ``truth``, "numeric (r)" when its relative
+    RMSE on ``n`` fresh points is below 1e-6, else "no (...)"."""
+    import numpy as np
+    import sympy
+
+    from ..datasets import create_dataset
+    from ..discover import discover
+
+    data = create_dataset(target, n_var=len(symbols), ranges=ranges, train_num=n, test_num=n, seed=seed,
+                          dtype=torch.float64)
+    result = discover(data["train_input"].numpy(), data["train_label"].numpy(), [s.name for s in symbols],
+                      budget=budget, seed=seed, progress=False)
+    how = next(c.how for c in result.front if c.formula == result.formula)
+    found = result.formula
+    by_name = {s.name: s for s in symbols}
+    found = found.subs({s: by_name[s.name] for s in found.free_symbols if s.name in by_name})
+    fn = sympy.lambdify(symbols, found, modules=["numpy", "scipy"])
+    x, y = data["test_input"].numpy(), data["test_label"].numpy()[:, 0]
+    with np.errstate(all="ignore"):
+        values = np.broadcast_to(np.asarray(fn(*x.T), dtype=np.float64), y.shape)
+    relative = float(np.sqrt(np.mean((values - y) ** 2)) / max(np.std(y), 1e-300))
+    if not math.isfinite(relative) or relative > 1e-6:
+        verdict = f"no (relative RMSE {relative:.1e})"
+    elif proven_equal(found, truth):
+        verdict = "exact"
+    else:
+        verdict = f"numeric ({relative:.0e})"
+    return str(result.formula), verdict, result.seconds, how
