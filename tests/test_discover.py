@@ -57,7 +57,7 @@ def test_a_pair_that_enters_as_a_difference_is_replaced_by_it():
     X = np.column_stack([rng.uniform(0, 1, 600), rng.uniform(0, 6.28, 600), rng.uniform(0, 6.28, 600)])
     u = X[:, 1] - X[:, 2]
     y = X[:, 0] * np.sin(u / 2) ** 2 / (u / 2) ** 2
-    result = kanlab.discover(X, y, ["a", "b", "c"], budget=60, seed=0)
+    result = kanlab.discover(X, y, ["a", "b", "c"], budget=120, seed=0)  # stops at the exact fit (~30 s)
     assert ["b", "c", "difference"] in result.structure["pairs"]
     assert result.exact and "u = b - c" in next(c.how for c in result.front if c.formula == result.formula)
 
@@ -107,3 +107,19 @@ def test_command_line_prints_the_front_and_writes_a_report(tmp_path, capsys):
     assert report["formula"] == "m*v**2/2" and report["exact"] and report["target"] == "E"
     assert sum(row["chosen"] for row in report["front"]) == 1
     assert main(["discover", str(path), "--target", "E", "--report", str(tmp_path / "r.json")]) == 2  # no overwrite
+
+
+def test_regressor_discovers_with_the_frame_column_names():
+    import pandas as pd
+
+    rng = np.random.default_rng(6)
+    frame = pd.DataFrame({"R": rng.uniform(1, 10, 300), "I": rng.uniform(0.1, 2, 300)})
+    y = frame["R"] * frame["I"] ** 2
+    from kanlab.sklearn import KANRegressor
+
+    regressor = KANRegressor(random_state=0)
+    found = regressor.discover(frame, y, budget=10)
+    assert found is regressor.discovery_ and found.exact
+    assert sympy.simplify(found.formula - sympy.Symbol("R") * sympy.Symbol("I") ** 2) == 0
+    with pytest.raises(ValueError, match="one target"):
+        regressor.discover(frame, np.column_stack([y, y]), budget=1)

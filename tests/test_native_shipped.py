@@ -22,7 +22,7 @@ PROBE = """
 import json, torch, kanlab
 from kanlab import native
 before = native.is_loaded()  # importing loads nothing
-layer = kanlab.KANLinear(6, 20, grid=7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+layer = kanlab.KANLinear(6, 20, grid=7, dtype=torch.float64, grid_update=None, generator=torch.Generator().manual_seed(0))
 x = torch.randn(300, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
 x.requires_grad_()
 out = layer(x)

@@ -15,7 +15,8 @@
    workflow on shape after shape (the structure's own split first, then one hidden node, a
    multiplication node, two, three, five hidden nodes), sparsity strength after strength and
    seed after seed: train with sparsification, prune, train, refine the grid, train, snap every
-   edge (``auto_symbolic``: domain-aware, look-alike aware), train the constants.
+   edge (``auto_symbolic``: domain-aware, look-alike aware), train the constants, and
+   backtrack (``kanlab.backtrack``) where the formula is ten times worse than the network.
 5. Every formula is measured on the held-back rows, in the original units, with its numbers
    made exact where they match (``p/q``, ``p/q*pi``, their square roots) and the rest rounded
    to as few digits as keep its error. The **Pareto front** keeps each formula that is more
@@ -210,7 +211,9 @@ def _masked(model, groups) -> None:
 
 
 def _workflow(train, width, groups, lamb: float, seed: int, steps: int, lib):
-    """The paper's workflow on one shape; returns the snapped, polished model."""
+    """The paper's workflow on one shape, then backtracking where the snapped formula is ten
+    times worse than the network; returns the snapped, polished model."""
+    from .backtrack import backtrack
     from .model import KAN
 
     model = KAN(width, grid=5, seed=seed, dtype=torch.float64)
@@ -222,8 +225,11 @@ def _workflow(train, width, groups, lamb: float, seed: int, steps: int, lib):
     model.fit(train, steps=steps, progress=False)
     model = model.refine(10)
     model.fit(train, steps=steps, progress=False)
+    with torch.no_grad():
+        reference = float(torch.sqrt(torch.mean((model(train[0]) - train[1]) ** 2)))
     model.auto_symbolic(lib=lib)
     model.fit(train, steps=steps, update_grid=False, progress=False)
+    model, _ = backtrack(model, train, reference=reference, lib=lib, steps=steps // 2)
     return model
 
 

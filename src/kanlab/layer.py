@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from . import native, splines
+from . import grid_keeping, native, splines
 from .functions import SymbolicFunction
 
 __all__ = ["KANLinear", "KANLayer", "resolve_base_fun", "BASE_FUNCTIONS"]
@@ -253,6 +253,12 @@ class KANLinear(nn.Module):
     ``(scale_base_mu + scale_base_sigma * U(-1, 1)) / sqrt(in)``, ``scale_sp`` =
     ``scale_sp / sqrt(in)``. ``sb_trainable`` / ``sp_trainable`` freeze the scales.
     ``bias`` defaults to False: a KAN node is a plain sum of its edges.
+
+    ``grid_update="auto"``: in training mode the layer keeps its grid over the inputs it sees,
+    with no call from the user: running extremes of its inputs, and the grid moved to the
+    batch on training forwards 1, 2, 4, ... up to ``grid_update_until`` (``kanlab.grid_keeping``);
+    ``None`` keeps the grid where it is. A ``KAN`` builds its layers with ``None`` (``fit``
+    updates its grids itself).
     """
 
     def __init__(
@@ -272,11 +278,17 @@ class KANLinear(nn.Module):
         sb_trainable: bool = True,
         sp_trainable: bool = True,
         bias: bool = False,
+        grid_update: str | None = "auto",
+        grid_update_until: int = grid_keeping.UNTIL,
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        if grid_update not in ("auto", None):
+            raise ValueError(f"grid_update must be 'auto' or None, got {grid_update!r}")
+        self.grid_update = grid_update
+        self.grid_update_until = _check_count(grid_update_until, "grid_update_until")
         self.in_features = _check_count(in_features, "in_features")
         self.out_features = _check_count(out_features, "out_features")
         self.grid_size = _check_count(grid, "grid")
@@ -295,6 +307,9 @@ class KANLinear(nn.Module):
         n_basis = grid + k
         self.register_buffer("grid", splines.uniform_knots(in_features, grid, k, grid_range, **factory))
         self.register_buffer("mask", torch.ones(out_features, in_features, **factory))
+        self.register_buffer("input_min", torch.full((in_features,), float("inf"), **factory))
+        self.register_buffer("input_max", torch.full((in_features,), float("-inf"), **factory))
+        self.register_buffer("grid_steps", torch.zeros((), dtype=torch.long, device=device))
         self.coef = nn.Parameter(torch.empty(out_features, in_features, n_basis, **factory))
         self.scale_base = nn.Parameter(torch.empty(out_features, in_features, **factory), requires_grad=sb_trainable)
         self.scale_sp = nn.Parameter(torch.empty(out_features, in_features, **factory), requires_grad=sp_trainable)
@@ -419,6 +434,8 @@ class KANLinear(nn.Module):
         self._check_input(x)
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features)
+        if self.grid_update == "auto" and self.training and torch.is_grad_enabled() and grid_keeping.eager():
+            grid_keeping.observe(self, flat)
         if len(self._symbolic) == self.out_features * self.in_features:
             # every edge symbolic: the spline branch is masked out on all of them, so it is skipped
             out = self._symbolic_output(flat)
@@ -547,8 +564,8 @@ class KANLinear(nn.Module):
         return result
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # files from before symbolic edges existed have no symbolic state: keep the defaults
-        for name in ("symbolic_mask", "symbolic_affine"):
+        # files from before symbolic edges (or grid keeping) existed lack their state: keep the defaults
+        for name in ("symbolic_mask", "symbolic_affine", "input_min", "input_max", "grid_steps"):
             if prefix + name not in state_dict:
                 state_dict[prefix + name] = getattr(self, name).detach().clone()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -134,6 +134,7 @@ class KAN(nn.Module):
                 generator=generator,
                 device=device,
                 dtype=dtype,
+                grid_update=None,  # fit keeps the grids (the paper's schedule); see kanlab.grid_keeping
                 **self._layer_options,
             )
             for l in range(len(self.width) - 1)

@@ -23,7 +23,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import check_is_fitted, check_X_y, column_or_1d, validate_data
 
 from .model import KAN
 from .scaling import AffineScaling, formula_in_units
@@ -265,6 +265,23 @@ class KANRegressor(RegressorMixin, _KANEstimator):
 
     def _output_scaling(self):
         return self.y_scaling_
+
+    def discover(self, X, y, budget: float = 60.0):
+        """A formula for ``y`` from ``X`` by ``kanlab.discover`` (term search, structure, the
+        KAN workflow) within ``budget`` seconds, seeded by ``random_state``; the variables are
+        a DataFrame's column names, else ``x_1 ... x_n``. Returns the ``Discovery`` and keeps
+        it as ``discovery_`` (its ``.formula``, ``.front``, ``.model``); the fitted network, if
+        any, is left as it is."""
+        from .discover import discover
+
+        names = getattr(X, "columns", None)
+        X, y = check_X_y(X, y, y_numeric=True, dtype=np.float64, multi_output=True)
+        if y.ndim == 2 and y.shape[1] != 1:
+            raise ValueError(f"y must be one target for discover, got {y.shape[1]} columns")
+        variables = [str(c) for c in names] if names is not None else None
+        seed = self.random_state if isinstance(self.random_state, int) else 0
+        self.discovery_ = discover(X, y.reshape(-1), variables, budget=budget, seed=seed)
+        return self.discovery_
 
 
 class KANClassifier(ClassifierMixin, _KANEstimator):

@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from . import grid_keeping
 from .fused import SquaredErrorObjective
 from .model import KAN
 from .optim import LBFGS, adam
@@ -400,6 +401,8 @@ def fit(
             write_atomically(checkpoint, lambda stream: torch.save(state, stream))
 
     bar = _progress_bar(steps - first_step, progress if shard is None or shard.rank == 0 else False)
+    keeping = grid_keeping.paused(model)  # fit's own grid schedule replaces the layers' automatic one
+    keeping.__enter__()
     try:
         for step in range(first_step, steps):
             x, y = next(batches)
@@ -462,6 +465,7 @@ def fit(
             "training interrupted; the model holds the best parameters seen (objective %.3e)", best_value)
         raise
     finally:
+        keeping.__exit__(None, None, None)
         if bar is not None:
             bar.close()
         if shard is not None:
