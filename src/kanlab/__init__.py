@@ -1,6 +1,8 @@
 """kanlab: Kolmogorov-Arnold Networks, exact and fast, as ordinary PyTorch modules.
 
 The public API: ``KAN`` (a network), ``KANLinear`` (a layer, drop-in for ``nn.Linear``),
+``KANConv1d`` / ``KANConv2d`` (drop-ins for ``nn.Conv1d`` / ``nn.Conv2d``), ``discover``
+(data to formula), ``backtrack``,
 ``create_dataset``, ``fit``, ``save`` / ``load``, the operations that read and simplify a
 trained model (``prune``, ``auto_symbolic``, ``symbolic_formula``, ``from_formula``, ...)
 and the pure spline functions in ``kanlab.splines``. Pictures are in ``kanlab.plot``, formula
@@ -8,7 +10,9 @@ export in ``kanlab.export``. Heavy optional dependencies are imported only where
 """
 
 from . import native, optim, splines, structure
+from .backtrack import backtrack
 from .compile import expand_depth, expand_width, from_formula
+from .conv import KANConv1d, KANConv2d
 from .datasets import create_dataset, paper_function
 from .discover import Discovery, discover
 from .io import ModelFileError, load, save
@@ -26,6 +30,9 @@ __all__ = [
     "KAN",
     "KANLinear",
     "KANLayer",
+    "KANConv1d",
+    "KANConv2d",
+    "backtrack",
     "create_dataset",
     "discover",
     "Discovery",
