@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test docs bench clean
 
 # installing builds the compiled kernel (setup.py: one library per x86-64 vector level, about 5
 # minutes on 2 cores), so its sources are part of what makes the environment current
@@ -17,8 +17,21 @@ $(STAMP): requirements.lock pyproject.toml setup.py $(wildcard src/kanlab/csrc/*
 demo: $(STAMP)
 	$(VENV)/bin/kanlab demo
 
+# the tests, then the documentation (its examples run as it builds: a failing one fails the target)
 test: $(STAMP)
 	$(PY) -m pytest
+	$(MAKE) docs
+
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP) requirements-docs.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-docs.lock
+	touch $(DOCS_STAMP)
+
+# HTML into docs/_build/html; warnings are errors
+docs: $(DOCS_STAMP)
+	rm -rf docs/_build docs/_generated
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	@echo "documentation: docs/_build/html/index.html"
 
 # Side-by-side benchmarks (minutes); pykan goes into its own environment, never ours.
 bench: $(STAMP)
@@ -33,4 +46,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_ddp.py
 
 clean:
-	rm -rf $(VENV) .venv-pykan build src/*.egg-info
+	rm -rf $(VENV) .venv-pykan build src/*.egg-info docs/_build docs/_generated

@@ -104,3 +104,15 @@ def test_a_plain_loop_on_standardized_data_fits_better_with_grid_keeping():
 
     kept, fixed = loss_after("auto"), loss_after(None)
     assert kept < 0.5 * fixed, (kept, fixed)
+
+
+def test_pruned_and_sliced_layers_keep_their_statistics_per_input(tmp_path):
+    model = KAN([3, 4, 1], seed=0, dtype=torch.float64)
+    x = torch.rand(100, 3, dtype=torch.float64)
+    model.fit((x, x[:, :1] ** 2), steps=5, lamb=1e-2, progress=False)
+    pruned = model.prune()
+    for layer in pruned.layers:
+        assert layer.input_min.shape == (layer.in_features,) == layer.input_max.shape
+    pruned.save(tmp_path / "pruned.kan")
+    again = KAN.load(tmp_path / "pruned.kan")
+    assert torch.equal(again(x), pruned(x))

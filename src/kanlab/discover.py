@@ -3,14 +3,15 @@
 ``kanlab.discover(X, y, variables=None, budget=60, seed=0)``:
 
 1. Holds back a fifth of the rows (at least 5) for validation; the rest train.
-2. **Term search** (``kanlab.terms``, up to half the budget): whether ``y``, after one
-   invertible transform (``1/y``, ``y**2``, ``log y``, ``sin y``, ...), is a short sum of
-   candidate terms of the inputs in their own units, or a ratio of two such sums, found by
-   sparse least squares. On noise-free data it finds such a formula exactly, in seconds.
+2. **Term search** (``kanlab.terms``, its faster stages, up to a quarter of the budget):
+   whether ``y``, after one invertible transform (``1/y``, ``y**2``, ``log y``, ``sin y``,
+   ...), is a short sum of candidate terms of the inputs in their own units, or a ratio of
+   two such sums, found by sparse least squares. On noise-free data it finds such a formula exactly, in seconds.
 3. **Structure** (``kanlab.structure``) from a quickly trained spline KAN on inputs scaled to
    ``[-1, 1]``: additive and multiplicative groups, and pairs of inputs that enter only
    through their difference, sum, product or ratio (the gradient test of AI Feynman). For each
-   such pair the term search runs again with the pair replaced by that one variable.
+   such pair the term search runs again with the pair replaced by that one variable; then the
+   term search's slowest stages (ratios over a monomial) run on the original inputs.
 4. **KAN workflow** while the budget lasts, unless a formula is already exact: the paper's
    workflow on shape after shape (the structure's own split first, then one hidden node, a
    multiplication node, two, three, five hidden nodes), sparsity strength after strength and
@@ -317,13 +318,15 @@ class _Search:
             self.bar.n = min(round(time.perf_counter() - self.begin, 1), self.budget)
             self.bar.set_postfix_str(f"best RMSE {min(c.rmse for c in self.candidates):.3g}")
 
-    def terms(self, X, symbols, share: float, how: str = "", back=None) -> None:
+    def terms(self, X, symbols, share: float, how: str = "", back=None, kinds=("sum", "ratio", "normalised")) -> None:
         """The term search on columns ``X`` (named ``symbols``), for ``share`` of what is left."""
         from .terms import search, term_table
 
+        if self.exact() or self.left() <= 0:
+            return
         deadline = time.perf_counter() + max(share * self.left(), 0.0)
         table = term_table(X, symbols)
-        for found in search(table, self.y, self.train, self.val, deadline=deadline, spread=self.spread):
+        for found in search(table, self.y, self.train, self.val, deadline=deadline, spread=self.spread, kinds=kinds):
             self.tried += 1
             formula = found.formula if back is None else found.formula.subs(back)
             rmse = _rmse_of(formula, self.symbols, self.X[self.val], self.y[self.val])
@@ -358,7 +361,7 @@ def discover(X, y, variables: Sequence[str] | None = None, budget: float = 60.0,
     train_rows = run.train
     d = X.shape[1]
     try:
-        run.terms(X, run.symbols, 0.4)
+        run.terms(X, run.symbols, 0.25, kinds=("sum", "ratio"))
         x_scaling = AffineScaling.to_range(X[train_rows])
         y_scaling = AffineScaling.standard(y[train_rows, None])
         train = (torch.as_tensor(x_scaling.forward(X[train_rows])), torch.as_tensor(y_scaling.forward(y[train_rows, None])))
@@ -376,6 +379,7 @@ def discover(X, y, variables: Sequence[str] | None = None, budget: float = 60.0,
                 keep = [k for k in range(d) if k not in (i, j)]
                 columns = np.column_stack([X[:, keep], combine(X[:, i], X[:, j])])
                 run.terms(columns, [run.symbols[k] for k in keep] + [u], 0.5, f", with {u} = {inner}", {u: inner})
+        run.terms(X, run.symbols, 0.5, kinds=("normalised",))  # the slow stages, after the reduced problems
         plan = [(width, groups, lamb, seed + s) for s in range(3) for lamb in (1e-2, 1e-3)
                 for width, groups in _shapes(d, structure)]
         for width, groups, lamb, run_seed in plan:

@@ -650,6 +650,7 @@ class KANLinear(nn.Module):
         new.mask = self.mask[rows_t][:, cols_t].clone()
         new.symbolic_mask = self.symbolic_mask[rows_t][:, cols_t].clone()
         new.grid = self.grid[cols_t].clone()
+        new.input_min, new.input_max = self.input_min[cols_t].clone(), self.input_max[cols_t].clone()
         row_of = {int(r): n for n, r in enumerate(rows_t)}
         col_of = {int(c): n for n, c in enumerate(cols_t)}
         new._symbolic = {

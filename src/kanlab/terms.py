@@ -348,10 +348,12 @@ def _pool(A: np.ndarray, t: np.ndarray, forward: list[int], size: int) -> list[i
 
 
 def search(table: _Table, y: np.ndarray, train: np.ndarray, val: np.ndarray, *, deadline: float,
-           max_support: int = 12, spread: float | None = None) -> list[Found]:
+           max_support: int = 12, spread: float | None = None,
+           kinds: tuple = ("sum", "ratio", "normalised")) -> list[Found]:
     """The term search (module docstring) on ``table`` over rows ``train``, judged on rows
     ``val``, tier after tier of the table; stops at ``deadline`` (``time.perf_counter()``) or
-    an exact fit. Returns the Pareto front of what it tried, simplest first."""
+    an exact fit. ``kinds`` picks the stages: plain sums, ratios over ``1 + Q``, ratios over
+    a monomial ``+ Q`` (the slowest). Returns the Pareto front of what it tried, simplest first."""
     spread = float(np.std(y)) if spread is None else spread
     exact = EXACT * max(spread, 1e-300)
     targets = transforms(y)
@@ -359,11 +361,13 @@ def search(table: _Table, y: np.ndarray, train: np.ndarray, val: np.ndarray, *, 
     tried: list[tuple] = []
     tiers = [(tier, columns) for tier, columns in enumerate(table.tiers, start=1)
              if tier == 1 or columns != table.tiers[tier - 2]]
-    # tier by tier: plain sums, then ratios over 1 + Q (apart: the ratio columns t*q correlate
+    # plain sums tier by tier, then ratios over 1 + Q (apart: the ratio columns t*q correlate
     # with t itself and lead the greedy choice astray); then ratios over a monomial + Q
-    stages = [(columns, t, None, ratio) for _, columns in tiers for ratio in (False, True) for t in targets]
-    stages += [(columns, t, m, True) for columns in [c for k, c in tiers if k <= 4] for m in normalisers
-               for t in targets[:4]]
+    ratios = [ratio for ratio, kind in ((False, "sum"), (True, "ratio")) if kind in kinds]
+    stages = [(columns, t, None, ratio) for ratio in ratios for _, columns in tiers for t in targets]
+    if "normalised" in kinds:
+        stages += [(columns, t, m, True) for columns in [c for k, c in tiers if k <= 4] for m in normalisers
+                   for t in targets[:4]]
     cache: dict = {}
     for columns, transform, normaliser, ratio in stages:
         if time.perf_counter() > deadline or (tried and min(r[0] for r in tried) <= exact):
