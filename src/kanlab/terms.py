@@ -19,12 +19,15 @@ and brute force, widened with PySR's operators and made linear).
   ``1/y``, ``y**2``, ``1/y**2``, ``log``, ``exp``, ``sin``, ``cos``, ``tan``).
 - ``search(...)``: for each transform ``t = T(y)`` and each normaliser ``m`` (``1`` first, then a
   low monomial), fits ``t*m = P(x) - t*Q(x)``, linear in the coefficients of ``P``'s and
-  ``Q``'s terms, so that ``y = T^-1(P / (m + Q))``. Terms are chosen by orthogonal matching
-  pursuit on the training rows (up to ``max_support``), then removed one at a time by
-  backward elimination (the least-squares cost of dropping a term is read from the Gram
-  inverse); every support on both paths is a candidate, judged on the validation rows in
-  ``y``'s own units, and only those on the complexity/error Pareto front are written as sympy.
-  A validation error at round-off stops the search.
+  ``Q``'s terms, so that ``y = T^-1(P / (m + Q))``. It goes through the table tier by tier:
+  plain sums first, then ratios over ``1 + Q``, then over a monomial ``+ Q``. In each stage
+  the terms are chosen three ways on the training rows (unit columns, the constant term
+  first): orthogonal matching pursuit, backward elimination from a pool of columns (the cost
+  of dropping a term read from the Gram inverse), and a beam search that keeps the best
+  supports of each size (it finds short formulas whose terms look alike on the data). Every
+  support is a candidate; those that no simpler support beats on the training rows are judged
+  on the validation rows in ``y``'s own units, and the Pareto front of complexity against
+  validation error is written as sympy. A validation error at round-off stops the search.
 """
 
 from __future__ import annotations
