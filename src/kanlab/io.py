@@ -115,8 +115,13 @@ def load(path, *, base_fun: Callable | None = None, library=None, device=None):
     if symbolic:
         from .symbolic import resolve_library
 
+        from .compose import resolve
+
         entries = resolve_library(library)
         for l, i, j, name in symbolic:
+            if name not in entries and (found := resolve(name, entries)) is not None:
+                model.layers[l].set_symbolic(j, i, found)
+                continue
             if name not in entries:
                 raise ValueError(
                     f"library: the model in {str(path)!r} uses the symbolic function {name!r}, which is not "

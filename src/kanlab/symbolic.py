@@ -311,6 +311,27 @@ def _check_weight(weight_simple: float) -> None:
         raise ValueError(f"weight_simple must lie in [0, 1], got {weight_simple!r}")
 
 
+def _composite_suggestions(model, l, edges, bests, library, weight_simple, x, fit_options, compose_below) -> dict:
+    """``{position: (suggestion, function)}`` for the edges whose best single function has R^2
+    below ``compose_below`` and a composite ``f(g(x))`` that scores better."""
+    from .compose import compositions
+
+    weak = [n for n, best in enumerate(bests) if compose_below is not None and best.reason != OUTSIDE_DOMAIN
+            and best.r2 < compose_below]
+    if not weak:
+        return {}
+    composite_library = compositions(library)
+    if not len(composite_library):
+        return {}
+    fit, span = _fit_edges(model, l, [edges[n] for n in weak], composite_library, x, fit_options)
+    found = {}
+    for position, n in enumerate(weak):
+        best = _suggestions(fit, composite_library, position, weight_simple, span)[0]
+        if best.reason != OUTSIDE_DOMAIN and best.score < bests[n].score and best.r2 > bests[n].r2:
+            found[n] = (best, composite_library[best.name])
+    return found
+
+
 def auto_symbolic(
     model,
     lib=None,
@@ -318,9 +339,14 @@ def auto_symbolic(
     weight_simple: float = 0.8,
     *,
     x: torch.Tensor | None = None,
+    compose_below: float = 0.999,
     **fit_options,
 ) -> dict[tuple[int, int, int], Suggestion]:
     """Fix the best library function on every active spline edge, in place.
+
+    An edge whose best function leaves its held-out R^2 below ``compose_below`` also tries the
+    composites ``f(g(x))`` of common library functions (``kanlab.compose``), and takes one
+    when it scores better (``None`` tries none).
 
     A candidate whose formula would be NaN or infinite somewhere on the edge's data range (a
     log or square root of an argument that turns negative there, a pole inside it) is never
@@ -338,13 +364,17 @@ def auto_symbolic(
         if not edges:
             continue
         fit, span = _fit_edges(model, l, edges, library, x, fit_options)
+        bests = [_suggestions(fit, library, position, weight_simple, span)[0] for position in range(len(edges))]
+        composites = _composite_suggestions(model, l, edges, bests, library, weight_simple, x, fit_options, compose_below)
         for position, (i, j) in enumerate(edges):
-            best = _suggestions(fit, library, position, weight_simple, span)[0]
+            best, function = bests[position], None
+            if position in composites:
+                best, function = composites[position]
             report[(l, i, j)] = best
             if best.reason == OUTSIDE_DOMAIN:
                 logger.info("keeping (%d,%d,%d) a spline: every candidate is NaN or infinite on its data", l, i, j)
             elif best.r2 >= r2_threshold:
-                layer.set_symbolic(j, i, library[best.name], best.params)
+                layer.set_symbolic(j, i, function or library[best.name], best.params)
                 logger.info("fixing (%d,%d,%d) with %s, r2=%.6g", l, i, j, best.name, best.r2)
             else:
                 logger.info("keeping (%d,%d,%d) a spline: best %s has r2=%.6g < %g", l, i, j, best.name, best.r2, r2_threshold)
