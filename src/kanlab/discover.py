@@ -14,7 +14,8 @@
    term search's slowest stages (ratios over a monomial) run on the original inputs.
 4. **KAN workflow** while the budget lasts, unless a formula is already exact: the paper's
    workflow on shape after shape (the structure's own split first, then one hidden node, a
-   multiplication node, two, three, five hidden nodes), sparsity strength after strength and
+   multiplication node, two, three, five hidden nodes, then a deeper [d, 3, 1, 1] for composites),
+   sparsity strength after strength and
    seed after seed: train with sparsification, prune, train, refine the grid, train, snap every
    edge (``auto_symbolic``: domain-aware, look-alike aware), train the constants, and
    backtrack (``kanlab.backtrack``) where the formula is ten times worse than the network.
@@ -198,7 +199,7 @@ def _shapes(d: int, structure: dict) -> list[tuple[list, list | None]]:
     shapes += [([d, 1, 1], None)]
     if d > 1:
         shapes += [([d, [0, 1], 1], None), ([d, 2, 1], None), ([d, [1, 1], 1], None)]
-    shapes += [([d, 3, 1], None), ([d, 5, 1], None)]
+    shapes += [([d, 3, 1], None), ([d, 5, 1], None), ([d, 3, 1, 1], None)]  # last: a deeper shape, f(g(...))
     return shapes
 
 
