@@ -43,6 +43,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_workflow.py --pykan-python .venv-pykan/bin/python
 	$(PY) benchmarks/bench_import.py --pykan-python .venv-pykan/bin/python
 	$(PY) benchmarks/bench_sklearn.py
+	$(PY) benchmarks/bench_feynman.py --pykan-python .venv-pykan/bin/python
+	$(PY) benchmarks/bench_deep.py
 	$(PY) benchmarks/bench_ddp.py
 
 clean:
