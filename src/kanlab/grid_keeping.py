@@ -27,7 +27,7 @@ import contextlib
 
 import torch
 
-__all__ = ["due", "eager", "observe", "paused"]
+__all__ = ["due", "observe", "paused"]
 
 #: the last training forward on which the automatic schedule updates the grid (by default)
 UNTIL = 512
@@ -36,14 +36,6 @@ UNTIL = 512
 def due(step: int, until: int) -> bool:
     """Whether training forward ``step`` (from 1) updates the grid: powers of two up to ``until``."""
     return 1 <= step <= until and step & (step - 1) == 0
-
-
-def eager() -> bool:
-    """Whether the layer runs eagerly: not under ``torch.compile``, tracing, export or a
-    ``torch.func`` transform (a grid update there would be traced into the program)."""
-    is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)
-    return not (torch.compiler.is_compiling() or torch.jit.is_tracing() or is_exporting()
-                or torch._C._are_functorch_transforms_active())
 
 
 def _distributed() -> bool:

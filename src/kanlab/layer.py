@@ -434,7 +434,7 @@ class KANLinear(nn.Module):
         self._check_input(x)
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features)
-        if self.grid_update == "auto" and self.training and torch.is_grad_enabled() and grid_keeping.eager():
+        if self.grid_update == "auto" and self.training and torch.is_grad_enabled() and native.eager():
             grid_keeping.observe(self, flat)
         if len(self._symbolic) == self.out_features * self.in_features:
             # every edge symbolic: the spline branch is masked out on all of them, so it is skipped

@@ -222,6 +222,14 @@ def transforming() -> bool:
     return torch._C._are_functorch_transforms_active()
 
 
+def eager() -> bool:
+    """Whether torch runs eagerly: not under ``torch.compile``, tracing, export or a
+    ``torch.func`` transform (where a custom operator or an in-place update would be traced)."""
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return not (torch.compiler.is_compiling() or torch.jit.is_tracing() or transforming()
+                or (is_exporting is not None and is_exporting()))
+
+
 def usable(x: torch.Tensor, k: int) -> bool:
     """Whether the kernel may compute the features of ``x`` (loaded, enabled, a CPU float
     tensor, eager mode, degree within the kernel's limit). Called on every layer call, so the
@@ -237,10 +245,7 @@ def usable(x: torch.Tensor, k: int) -> bool:
         return False
     if x.dtype not in _KERNEL_DTYPES or k > 16:
         return False
-    if torch.compiler.is_compiling() or torch.jit.is_tracing() or transforming():
-        return False
-    is_exporting = getattr(torch.compiler, "is_exporting", None)
-    if is_exporting is not None and is_exporting():
+    if not eager():
         return False
     if not _switch["loaded"]:  # loaded in eager mode only, never while tracing
         if _switch["tried"]:
