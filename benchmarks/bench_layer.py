@@ -32,30 +32,13 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from common import interleaved_samples, markdown_table, paired_ratio, saved_bytes, write_section  # noqa: E402
+from common import DenseCoxDeBoor, interleaved_samples, markdown_table, paired_ratio, saved_bytes, write_section  # noqa: E402
 
 import kanlab  # noqa: E402
 
 SIZES = [(1024, 64, 64, 5), (1024, 256, 256, 5), (4096, 256, 256, 10), (256, 784, 64, 5), (1024, 256, 256, 50),
          (1024, 256, 256, 100), (1024, 5, 1, 5), (1024, 5, 1, 50), (1024, 5, 1, 200)]  # last: the paper's narrow layers
 REPEATS = 11  # interleaved rounds per size
-
-
-class DenseCoxDeBoor(nn.Module):
-    """The efficient-kan-style baseline: all G + k bases of every input by the dense Cox-de
-    Boor recursion, then silu(x) @ W_base + bases @ W_spline (same function as KANLinear)."""
-
-    def __init__(self, layer: kanlab.KANLinear) -> None:
-        super().__init__()
-        self.register_buffer("knots", layer.grid.clone())
-        self.k = layer.k
-        self.base_weight = nn.Parameter(layer.scale_base.detach().clone())
-        self.spline_weight = nn.Parameter((layer.scale_sp.unsqueeze(-1) * layer.coef).detach().reshape(layer.out_features, -1))
-
-    def forward(self, x):
-        bases = kanlab.splines.bspline_basis_reference(x, self.knots, self.k)
-        return nn.functional.linear(nn.functional.silu(x), self.base_weight) + nn.functional.linear(
-            bases.reshape(x.shape[0], -1), self.spline_weight)
 
 
 def same_size_mlp(layer: kanlab.KANLinear) -> nn.Module:

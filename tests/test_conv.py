@@ -100,3 +100,32 @@ def test_a_kan_cnn_trains_in_a_plain_loop():
         loss.backward()
         optimizer.step()
     assert (net.eval()(x).argmax(1) == y).float().mean() > 0.9
+
+
+def test_torch_compile_matches_eager_and_keeps_no_grid_steps():
+    torch.manual_seed(3)
+    conv = KANConv2d(2, 3, 3, padding=1)
+    x = 2 * torch.randn(4, 2, 6, 6)
+    conv(x)  # grid keeping (eager): general knots
+    compiled = torch.compile(conv, backend="eager", fullgraph=True)
+    steps = int(conv.kans[0].grid_steps)
+    torch.testing.assert_close(compiled(x), conv(x), rtol=1e-5, atol=1e-6)
+    assert int(conv.kans[0].grid_steps) == steps + 1  # only the eager call counted
+
+
+def test_autocast_runs_the_layers_in_their_own_dtype():
+    """After an autocast nn.Linear (bfloat16 output) a KAN layer converts and computes in float32."""
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(4, 6), kanlab.KANLinear(6, 3, grid_update=None))
+    x = torch.randn(16, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+        hidden = model[0](x)
+    assert hidden.dtype == torch.bfloat16 and out.dtype == torch.float32
+    torch.testing.assert_close(out, model[1](hidden.float()))
+    out.sum().backward()
+    assert model[0].weight.grad is not None and model[1].coef.grad is not None
+    conv = KANConv1d(2, 3, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(torch.randn(2, 2, 9).bfloat16())
+    assert y.dtype == torch.float32

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from . import grid_keeping, native, splines
+from . import gpu, grid_keeping, native, splines
 from .functions import SymbolicFunction
 
 __all__ = ["KANLinear", "KANLayer", "resolve_base_fun", "BASE_FUNCTIONS"]
@@ -73,6 +73,16 @@ def _identity_affine(out_features: int, in_features: int, **factory) -> torch.Te
     affine[..., 0] = 1.0
     affine[..., 2] = 1.0
     return affine
+
+
+def _autocasting(x: torch.Tensor) -> bool:
+    """Whether ``torch.autocast`` is on for ``x``'s device."""
+    if not isinstance(x, torch.Tensor):
+        return False
+    try:
+        return torch.is_autocast_enabled(x.device.type)
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_cpu_enabled() if x.device.type == "cpu" else torch.is_autocast_enabled()
 
 
 def _check_count(value: int, name: str) -> int:
@@ -429,8 +439,15 @@ class KANLinear(nn.Module):
 
         The edge norms come from the forward pass's own local values (the fused local layer) or
         basis features (the dense form), so the regulariser costs one more product of the same
-        size and never keeps a ``(batch, out, in)`` tensor.
+        size and never keeps a ``(batch, out, in)`` tensor. Under ``torch.autocast`` the layer runs
+        in its own dtype (as autocast runs ``layer_norm`` in float32): a half-precision input from
+        an earlier autocast operation is converted, and the output is in the layer's dtype.
         """
+        if _autocasting(x):
+            if x.is_floating_point() and torch.finfo(x.dtype).bits < torch.finfo(self.coef.dtype).bits:
+                x = x.to(self.coef.dtype)
+            with torch.autocast(x.device.type, enabled=False):
+                return self.forward_with_edge_norms(x, edge_norms)
         self._check_input(x)
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features)
@@ -444,6 +461,11 @@ class KANLinear(nn.Module):
             norms = flat.new_zeros(self.out_features, self.in_features) if edge_norms else None
             return out.reshape(*lead, self.out_features), norms
         with_base = self.base_fun_name != "zero"
+        if not edge_norms and gpu.takes(flat, self.k):  # CUDA: the Triton kernels (kanlab.gpu)
+            out = gpu.spline_product(flat, self._local_weight(with_base=False), self.plan)
+            if with_base:
+                out = out + F.linear(self.base_fun(flat), self.numeric_mask() * self.scale_base)
+            return self._finish(out, flat, lead), None
         fused = self.base_fun_name in ("silu", "zero")
         if (fused or not edge_norms) and self._takes_local_product(flat, edge_norms):
             norms = None
@@ -455,11 +477,7 @@ class KANLinear(nn.Module):
             else:
                 base = self.base_fun(flat)
                 out = _LocalProduct.apply(flat, base, self._local_weight(with_base), self.plan)
-            if self.bias is not None:
-                out = out + self.bias
-            if self._symbolic_groups:
-                out = out + self._symbolic_output(flat)
-            return out.reshape(*lead, self.out_features), norms
+            return self._finish(out, flat, lead), norms
         base = self.base_fun(flat) if with_base else None
         features = splines.basis_features(flat, self.plan, base=base)
         weight = self._feature_weight(with_base)
@@ -471,6 +489,14 @@ class KANLinear(nn.Module):
             shape = (weight.shape[1] // self.in_features, self.in_features)
             norms = splines.edge_mean_abs(features.view(flat.shape[0], *shape), weight.view(self.out_features, *shape))
         return out.reshape(*lead, self.out_features), norms
+
+    def _finish(self, out: torch.Tensor, flat: torch.Tensor, lead: torch.Size) -> torch.Tensor:
+        """The numeric branch's ``out`` ``(N, out)`` plus the bias and the symbolic edges, reshaped to ``lead``."""
+        if self.bias is not None:
+            out = out + self.bias
+        if self._symbolic_groups:
+            out = out + self._symbolic_output(flat)
+        return out.reshape(*lead, self.out_features)
 
     def _symbolic_terms(self, flat: torch.Tensor):
         """Per library function: its edges' rows, columns and values ``(batch, n_edges)``."""
