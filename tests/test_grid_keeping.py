@@ -116,3 +116,18 @@ def test_pruned_and_sliced_layers_keep_their_statistics_per_input(tmp_path):
     pruned.save(tmp_path / "pruned.kan")
     again = KAN.load(tmp_path / "pruned.kan")
     assert torch.equal(again(x), pruned(x))
+
+
+def test_after_the_schedule_a_forward_records_nothing():
+    layer = kanlab.KANLinear(2, 3, grid_update_until=4)
+    for _ in range(6):
+        layer(torch.randn(16, 2))
+    assert int(layer.grid_steps) == 4
+    low, high, grid = layer.input_min.clone(), layer.input_max.clone(), layer.grid.clone()
+    layer(10 * torch.randn(16, 2))
+    assert torch.equal(layer.input_min, low) and torch.equal(layer.input_max, high) and torch.equal(layer.grid, grid)
+    # a loaded count is read again: a layer reset to step 0 by loading keeps its grid again
+    state = kanlab.KANLinear(2, 3, grid_update_until=4).state_dict()
+    layer.load_state_dict(state)
+    layer(5 * torch.randn(16, 2))
+    assert int(layer.grid_steps) == 1 and float(layer.input_max.max()) > 1

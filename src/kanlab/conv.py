@@ -3,7 +3,7 @@
 
 Every (input channel, kernel position) -> output channel connection is an edge with its own
 spline and the silu residual: the layer unfolds its input into patches of ``in_channels /
-groups * prod(kernel_size)`` values (``F.unfold``, as im2col) and applies one ``KANLinear`` per
+groups * prod(kernel_size)`` values (im2col, by ``Tensor.unfold``) and applies one ``KANLinear`` per
 group to every patch, so it computes through the same exact local-form kernel as
 ``KANLinear``, with no dense basis tensor on the kernel path (memory flat in the grid).
 Padding is with zeros, as ``nn.Conv``'s default ``padding_mode``; a padded zero enters its
@@ -79,7 +79,7 @@ class _KANConvNd(nn.Module):
     def _explicit_padding(self) -> tuple[int, ...]:
         if self.padding == "valid":
             return (0,) * self.dims
-        if self.padding == "same":  # nn.Conv pads (total // 2) before; F.unfold pads evenly, so pad here
+        if self.padding == "same":  # nn.Conv pads (total // 2) before, the rest after: forward pads by hand
             return tuple(d * (s - 1) for d, s in zip(self.dilation, self.kernel_size))
         return self.padding
 
@@ -102,11 +102,17 @@ class _KANConvNd(nn.Module):
             image = F.pad(image, [left, padding[1] - left, top, padding[0] - top])
             padding = (0, 0)
         n = image.shape[0]
-        patches = F.unfold(image, kernel, dilation=dilation, padding=padding, stride=stride)  # (N, C*K, L)
-        length = patches.shape[-1]
-        out_size = [(image.shape[2 + d] + 2 * padding[d] - dilation[d] * (kernel[d] - 1) - 1) // stride[d] + 1
-                    for d in range(2)]
-        patches = patches.transpose(1, 2).reshape(n * length, self.groups, self.in_per_group)
+        if any(padding):
+            image = F.pad(image, [padding[1], padding[1], padding[0], padding[0]])
+        # (N, C, H_out, W_out, kh, kw) windows as a view, then one copy into rows of patches (for
+        # sequences about 2-3x faster than F.unfold's per-sample im2col, forward and backward)
+        windows = image
+        for d in range(2):
+            windows = windows.unfold(2 + d, dilation[d] * (kernel[d] - 1) + 1, stride[d])
+        windows = windows[..., ::dilation[0], ::dilation[1]]
+        out_size = list(windows.shape[2:4])
+        length = out_size[0] * out_size[1]
+        patches = windows.permute(0, 2, 3, 1, 4, 5).reshape(n * length, self.groups, self.in_per_group)
         outputs = [kan(patches[:, g]) for g, kan in enumerate(self.kans)]
         out = outputs[0] if self.groups == 1 else torch.cat(outputs, dim=1)
         if self.bias is not None:

@@ -5,10 +5,11 @@ float32 computes its spline part with the kernels of ``_triton_kernels``: each e
 bases are computed in registers and multiplied into the output, so the work is ``N * in * (k +
 1) * out`` multiply-adds and the memory is that of ``x`` and the output, whatever the grid (the
 dense form stores ``N * in * (G + k)`` bases and does ``G + k`` multiply-adds per entry and
-output). The silu residual is one matrix product (cuBLAS) beside it. Under ``torch.compile``,
-tracing, export and ``torch.func``, in float64 or half precision, or without Triton, layers take
-the dense torch path; a backward pass that builds a graph (second derivatives) recomputes through
-it.
+output). The silu residual is one matrix product (cuBLAS) beside it. Under ``torch.autocast`` a
+float32 layer still runs in float32 (``KANLinear.forward_with_edge_norms``), so on the kernels.
+Under ``torch.compile``, tracing, export and ``torch.func``, for float64 or half-precision layers,
+or without Triton, layers take the dense torch path; a backward pass that builds a graph (second
+derivatives) recomputes through it.
 
 ``spline_product(x, weight, plan)`` is the autograd function. With ``TRITON_INTERPRET=1`` in the
 environment (set before anything imports Triton), the kernels run in Triton's interpreter and take
@@ -92,11 +93,12 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, plan: splines.KnotPlan) -> t
     n_basis, n_out = weight.shape[1], weight.shape[2]
     p = _plan_arguments(plan)
     out = torch.empty(n, n_out, dtype=x.dtype, device=x.device)
-    grid = (triton_cdiv(n, _BLOCK_N), triton_cdiv(n_out, _BLOCK_O))
+    grid = (_cdiv(n, _BLOCK_N), _cdiv(n_out, _BLOCK_O))
     _kernels().spline_forward[grid](
         x, weight, out, p["start"], p["step"], p["knots"], p["values"], p["values"],
         n, n_in, n_out, p["n_knots"], n_basis, p["row_len"],
-        K=plan.k, UNIFORM=plan.uniform, SEARCH=p["search"], BLOCK_N=_BLOCK_N, BLOCK_O=_BLOCK_O)
+        K=plan.k, UNIFORM=plan.uniform, SEARCH=p["search"], BLOCK_N=_BLOCK_N, BLOCK_O=_BLOCK_O,
+        enable_fp_fusion=True)
     return out
 
 
@@ -105,11 +107,12 @@ def _grad_x(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, plan: spl
     n_basis, n_out = weight.shape[1], weight.shape[2]
     p = _plan_arguments(plan)
     dx = torch.empty_like(x)
-    grid = (triton_cdiv(n, _BLOCK_N), n_in)
+    grid = (_cdiv(n, _BLOCK_N), n_in)
     _kernels().spline_grad_x[grid](
         x, weight, grad, dx, p["start"], p["step"], p["knots"], p["values"], p["derivative"],
         n, n_in, n_out, p["n_knots"], n_basis, p["row_len"], p["drow_len"],
-        K=plan.k, UNIFORM=plan.uniform, SEARCH=p["search"], BLOCK_N=_BLOCK_N, BLOCK_O=_BLOCK_O)
+        K=plan.k, UNIFORM=plan.uniform, SEARCH=p["search"], BLOCK_N=_BLOCK_N, BLOCK_O=_BLOCK_O,
+        enable_fp_fusion=True)
     return dx
 
 
@@ -119,16 +122,16 @@ def _grad_w(grad: torch.Tensor, x: torch.Tensor, n_basis: int, plan: splines.Kno
     p = _plan_arguments(plan)
     order = torch.argsort(x.T, dim=1).to(torch.int32).contiguous()  # each input's samples by value
     dw = torch.zeros(n_in, n_basis, n_out, dtype=x.dtype, device=x.device)
-    grid = (n_in, triton_cdiv(n_out, _BLOCK_O))
+    grid = (n_in, _cdiv(n_out, _BLOCK_O))
     _kernels().spline_grad_w[grid](
         x, order, grad, dw, p["start"], p["step"], p["knots"], p["values"],
         n, n_in, n_out, p["n_knots"], n_basis, p["row_len"],
         K=plan.k, UNIFORM=plan.uniform, SEARCH=p["search"], BLOCK_N=_BLOCK_N, BLOCK_O=_BLOCK_O,
-        WINDOW=_WINDOW, IEEE=not torch.backends.cuda.matmul.allow_tf32)
+        WINDOW=_WINDOW, IEEE=not torch.backends.cuda.matmul.allow_tf32, enable_fp_fusion=True)
     return dw
 
 
-def triton_cdiv(a: int, b: int) -> int:
+def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
@@ -198,4 +201,6 @@ def spline_product(x: torch.Tensor, weight: torch.Tensor, plan: splines.KnotPlan
         raise TypeError(f"x and weight must be float32, got {x.dtype} and {weight.dtype}")
     if plan.k > MAX_DEGREE:
         raise ValueError(f"the kernels take k <= {MAX_DEGREE}, got k = {plan.k}")
+    if max(x.numel(), x.shape[0] * weight.shape[2], weight.numel()) >= 2**31:
+        return _dense(x, weight, plan)  # the kernels index in 32 bits
     return _SplineProduct.apply(x, weight, plan)

@@ -4,20 +4,24 @@ A ``KANLinear`` built with ``grid_update="auto"`` (the default) keeps, in traini
 
 - ``input_min`` / ``input_max``: the lowest and highest value each input has taken (buffers,
   saved in the state dict);
-- ``grid_steps``: how many training forwards it has seen (a buffer).
+- ``grid_steps``: how many training forwards it has seen (a buffer), counted until the schedule
+  ends; after that a training forward records nothing, so it costs nothing.
 
 On training forwards 1, 2, 4, 8, ... up to ``grid_update_until`` (10 updates by 512), before
-computing its output, the layer moves its knots to the batch's quantiles with the running
-extremes as the ends (``update_grid``: ``grid_eps`` uniform, the rest quantiles, the
-coefficients refit so every edge keeps its function on the samples). The spline then covers
-every value seen so far instead of the fixed ``grid_range``: inputs outside the grid would get
-no spline at all, only the residual.
+computing its output, the layer spreads its knots evenly over the running extremes
+(``update_grid`` with ``grid_eps=1`` on evenly spaced points between them; the coefficients are
+refit so every edge keeps its function there). The spline then covers every value seen so far
+instead of the fixed ``grid_range``: inputs outside the grid would get no spline at all, only
+the residual. Evenly spaced knots, not the batch's quantiles (the layer's ``grid_eps``, which
+``update_grid`` uses when called): in ``benchmarks/bench_deep.py`` on MNIST-1D the KAN MLP
+reached 60.0% test accuracy with them against 57.9% with quantile knots, the KAN CNN 84.6%
+against 81.0% (medians of 3 seeds, the learning rate chosen the same way), and they keep the
+closed form of evenly spaced knots, the fast path.
 
 Nothing moves in eval mode, without gradients, or under ``torch.compile``, tracing and
 ``torch.func`` transforms. The schedule is a count, so a seeded run is deterministic. Under
-``torch.distributed`` with several processes, the extremes are reduced over the processes
-and the knots are evenly spaced over them (the refit on evenly spaced points), so every
-process computes the same grid. ``kanlab.fit`` pauses the automatic updates and applies its
+``torch.distributed`` with several processes, the extremes are reduced over the processes, so
+every process computes the same grid. ``kanlab.fit`` pauses the automatic updates and applies its
 own schedule (``update_grid``, ``grid_update_num``, ``stop_grid_update_step``).
 """
 
@@ -50,11 +54,20 @@ def observe(layer, flat: torch.Tensor) -> None:
     and update its grid when the schedule says so (module docstring)."""
     if flat.shape[0] == 0:
         return
+    # the count as a Python number, read from the buffer once (after building or loading a layer),
+    # so a step on a GPU does not wait for the device to read it
+    seen = layer.__dict__.get("_grid_steps_seen")
+    if seen is None:
+        seen = int(layer.grid_steps)
+    if seen >= layer.grid_update_until:  # the schedule is over: nothing left to record
+        layer._grid_steps_seen = seen
+        return
     values = flat.detach().to(layer.input_min.dtype)
     layer.input_min.copy_(torch.minimum(layer.input_min, values.amin(0)))
     layer.input_max.copy_(torch.maximum(layer.input_max, values.amax(0)))
     layer.grid_steps += 1
-    if not due(int(layer.grid_steps), layer.grid_update_until):
+    layer._grid_steps_seen = seen = seen + 1
+    if not due(seen, layer.grid_update_until):
         return
     low, high = layer.input_min.clone(), layer.input_max.clone()
     if _distributed():
@@ -62,16 +75,14 @@ def observe(layer, flat: torch.Tensor) -> None:
 
         dist.all_reduce(low, op=dist.ReduceOp.MIN)
         dist.all_reduce(high, op=dist.ReduceOp.MAX)
-        steps = torch.linspace(0, 1, 4 * layer.n_basis + 1, dtype=low.dtype, device=low.device)[:, None]
-        samples = low + steps * (high - low)
-        eps = layer.grid_eps
-        layer.grid_eps = 1.0  # evenly spaced: the same knots on every process
-        try:
-            layer.update_grid(samples)
-        finally:
-            layer.grid_eps = eps
-        return
-    layer.update_grid(torch.cat([values, low[None], high[None]]))
+    # evenly spaced knots over the extremes, the function kept on evenly spaced points there
+    steps = torch.linspace(0, 1, 4 * layer.n_basis + 1, dtype=low.dtype, device=low.device)[:, None]
+    eps = layer.grid_eps
+    layer.grid_eps = 1.0
+    try:
+        layer.update_grid(low + steps * (high - low))
+    finally:
+        layer.grid_eps = eps
 
 
 @contextlib.contextmanager

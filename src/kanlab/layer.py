@@ -265,8 +265,8 @@ class KANLinear(nn.Module):
     ``bias`` defaults to False: a KAN node is a plain sum of its edges.
 
     ``grid_update="auto"``: in training mode the layer keeps its grid over the inputs it sees,
-    with no call from the user: running extremes of its inputs, and the grid moved to the
-    batch on training forwards 1, 2, 4, ... up to ``grid_update_until`` (``kanlab.grid_keeping``);
+    with no call from the user: running extremes of its inputs, and the knots spread evenly over
+    them on training forwards 1, 2, 4, ... up to ``grid_update_until`` (``kanlab.grid_keeping``);
     ``None`` keeps the grid where it is. A ``KAN`` builds its layers with ``None`` (``fit``
     updates its grids itself).
     """
@@ -595,6 +595,7 @@ class KANLinear(nn.Module):
             if prefix + name not in state_dict:
                 state_dict[prefix + name] = getattr(self, name).detach().clone()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.__dict__.pop("_grid_steps_seen", None)  # grid keeping reads the loaded count again
 
     def edge_mean_abs(self, x: torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
         """Per-edge ``mean_batch |phi_ji(x_i)|`` ``(out, in)`` of the spline branch: the regulariser's L1 norm.
