@@ -77,12 +77,7 @@ def observe(layer, flat: torch.Tensor) -> None:
         dist.all_reduce(high, op=dist.ReduceOp.MAX)
     # evenly spaced knots over the extremes, the function kept on evenly spaced points there
     steps = torch.linspace(0, 1, 4 * layer.n_basis + 1, dtype=low.dtype, device=low.device)[:, None]
-    eps = layer.grid_eps
-    layer.grid_eps = 1.0
-    try:
-        layer.update_grid(low + steps * (high - low))
-    finally:
-        layer.grid_eps = eps
+    layer.update_grid(low + steps * (high - low), grid_eps=1.0)
 
 
 @contextlib.contextmanager

@@ -618,10 +618,11 @@ class KANLinear(nn.Module):
 
     # ------------------------------------------------------------------ grids
     @torch.no_grad()
-    def update_grid(self, x: torch.Tensor) -> None:
+    def update_grid(self, x: torch.Tensor, grid_eps: float | None = None) -> None:
         """Move the knots to the samples ``x`` ``(batch, in)`` and refit, keeping each edge's function.
 
-        Knots become ``grid_eps * uniform + (1 - grid_eps) * quantiles`` of each input's
+        Knots become ``grid_eps * uniform + (1 - grid_eps) * quantiles`` (``grid_eps``: the
+        layer's unless given) of each input's
         samples, with the ends one mean sample gap beyond them (``knots_from_samples``), so
         the grid covers them all; the coefficients are refit by least squares to
         the spline's old values on the samples (and evenly between them), so every edge
@@ -630,7 +631,8 @@ class KANLinear(nn.Module):
         """
         self._check_input(x)
         samples = x.reshape(-1, self.in_features)
-        new_knots = splines.knots_from_samples(samples, self.grid_size, self.k, self.grid_eps)
+        eps = self.grid_eps if grid_eps is None else grid_eps
+        new_knots = splines.knots_from_samples(samples, self.grid_size, self.k, eps)
         new_coef = splines.refit_spline(self.plan, self.coef, self.k, new_knots, samples)
         self.grid.copy_(new_knots)  # the layer's knot tables follow (see grid_changed)
         self.coef.copy_(new_coef)
